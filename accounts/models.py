@@ -1,0 +1,16 @@
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class User(AbstractUser):
+    """A person with an account; `display_name` is what other people see."""
+
+    display_name = models.CharField(_("display name"), max_length=80, blank=True)
+
+    def get_display_name(self) -> str:
+        return self.display_name or self.username
+
+    def public_dict(self) -> dict:
+        """Return the author shape used in message and hello frames."""
+        return {"id": self.pk, "username": self.username, "display_name": self.get_display_name()}

@@ -1,0 +1,70 @@
+"""Validation of the frames a client may send over the WebSocket.
+
+A frame is accepted only with exactly the fields its type allows and the
+right JSON types; anything else is rejected with invalid_frame before any
+action runs, so a bad frame never reaches the database.
+"""
+
+from django.utils.translation import gettext as _
+
+from chatproject.errors import ChatError
+
+MAX_FRAME_CHARACTERS = 64 * 1024
+
+# Fields of a message that only the server sets; a client that sends one is
+# told so by name instead of having it silently ignored.
+SERVER_OWNED_FIELDS = frozenset({"id", "seq", "author", "author_id", "created_at", "message", "user"})
+
+
+class InvalidFrame(ChatError):
+    code = "invalid_frame"
+
+
+class UnknownType(ChatError):
+    code = "unknown_type"
+
+
+def _is_int(value) -> bool:
+    # JSON true/false decode to bool, which Python counts as int.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_fields(frame: dict, required: dict, optional: dict | None = None) -> None:
+    """Check that `frame` has the required fields and no others.
+
+    `required` and `optional` map a field name to a (checker, description)
+    pair; the error names the first field that fails.
+    """
+    optional = optional or {}
+    for name in frame:
+        if name == "type" or name in required or name in optional:
+            continue
+        if name in SERVER_OWNED_FIELDS:
+            raise InvalidFrame(_("The field “%(field)s” is set by the server; do not send it.") % {"field": name})
+        raise InvalidFrame(_("Unknown field “%(field)s”.") % {"field": name})
+    for name, (check, description) in required.items():
+        if name not in frame:
+            raise InvalidFrame(_("The field “%(field)s” is missing.") % {"field": name})
+        if not check(frame[name]):
+            raise InvalidFrame(_("The field “%(field)s” must be %(kind)s.") % {"field": name, "kind": description})
+    for name, (check, description) in optional.items():
+        if name in frame and not check(frame[name]):
+            raise InvalidFrame(_("The field “%(field)s” must be %(kind)s.") % {"field": name, "kind": description})
+
+
+ROOM_ID = (lambda value: _is_int(value) and value > 0, "a positive integer")
+NON_NEGATIVE = (lambda value: _is_int(value) and value >= 0, "a non-negative integer")
+POSITIVE = (lambda value: _is_int(value) and value > 0, "a positive integer")
+STRING = (lambda value: isinstance(value, str), "a string")
+
+
+def check_send(frame: dict) -> None:
+    require_fields(frame, {"room": ROOM_ID, "body": STRING, "client_id": STRING})
+
+
+def check_sync(frame: dict) -> None:
+    require_fields(frame, {"room": ROOM_ID, "after_seq": NON_NEGATIVE}, {"limit": POSITIVE})
+
+
+def check_ping(frame: dict) -> None:
+    require_fields(frame, {}, {"nonce": STRING})

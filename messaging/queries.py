@@ -1,0 +1,74 @@
+"""Read paths for messages: history pages, sync batches and room summaries.
+
+Every read names the room's shard explicitly; a room's history is always
+read from one shard.
+"""
+
+from collections import defaultdict
+
+from messaging.models import Message
+from messaging.payloads import message_dicts
+from messaging.sequences import last_seqs
+from messaging.sharding import shard_for_room
+
+MAX_SYNC_BATCH = 200
+DEFAULT_SYNC_BATCH = 100
+RECENT_PAGE_SIZE = 50
+
+
+def messages_after(room_id: int, after_seq: int, limit: int = DEFAULT_SYNC_BATCH) -> tuple[list[dict], bool]:
+    """Return (messages with seq > after_seq in order, has_more)."""
+    limit = max(1, min(limit, MAX_SYNC_BATCH))
+    rows = list(
+        Message.objects.using(shard_for_room(room_id))
+        .filter(room_id=room_id, seq__gt=after_seq)
+        .order_by("seq")[: limit + 1]
+    )
+    return message_dicts(rows[:limit]), len(rows) > limit
+
+
+def messages_before(room_id: int, before_seq: int | None, limit: int = RECENT_PAGE_SIZE) -> tuple[list[dict], bool]:
+    """Return (up to `limit` messages with seq < before_seq, oldest first, has_more).
+
+    With before_seq None, return the most recent page.
+    """
+    limit = max(1, min(limit, MAX_SYNC_BATCH))
+    rows = Message.objects.using(shard_for_room(room_id)).filter(room_id=room_id)
+    if before_seq is not None:
+        rows = rows.filter(seq__lt=before_seq)
+    rows = list(rows.order_by("-seq")[: limit + 1])
+    has_more = len(rows) > limit
+    return message_dicts(reversed(rows[:limit])), has_more
+
+
+def last_seqs_for_rooms(room_ids) -> dict[int, int]:
+    """Return {room id: last seq} with one query per shard involved."""
+    by_shard = defaultdict(list)
+    for room_id in room_ids:
+        by_shard[shard_for_room(room_id)].append(room_id)
+    result = {}
+    for alias, ids in by_shard.items():
+        result.update(last_seqs(alias, ids))
+    return result
+
+
+def room_summaries(user, room_ids=None) -> list[dict]:
+    """Return the rooms `user` belongs to, as sent in hello and room.joined frames."""
+    from rooms.models import Membership
+
+    memberships = Membership.objects.filter(user_id=user.pk).select_related("room").order_by("room__name", "room_id")
+    if room_ids is not None:
+        memberships = memberships.filter(room_id__in=list(room_ids))
+    memberships = list(memberships)
+    seqs = last_seqs_for_rooms(membership.room_id for membership in memberships)
+    return [
+        {
+            "id": membership.room_id,
+            "name": membership.room.name,
+            "kind": membership.room.kind,
+            "topic": membership.room.topic,
+            "role": membership.role,
+            "last_seq": seqs[membership.room_id],
+        }
+        for membership in memberships
+    ]

@@ -1,0 +1,38 @@
+"""Fetch a room and authorise the user in one step.
+
+Nothing else looks a room up from user input, so a page, an API view and
+the WebSocket consumer all apply the same rule: a room you cannot see is
+reported the same way as one that does not exist.
+"""
+
+from chatproject.errors import NotMember, RoomNotFound
+from rooms.models import Membership, Room
+
+
+def access_room_for_member(user, room_id) -> tuple[Room, Membership]:
+    """Return (room, membership); raise NotMember unless `user` is a member."""
+    membership = (
+        Membership.objects.select_related("room").filter(room_id=room_id, user_id=user.pk).first()
+    )
+    if membership is None:
+        raise NotMember(room=room_id)
+    return membership.room, membership
+
+
+def access_room_for_viewer(user, room_id) -> tuple[Room, Membership | None]:
+    """Return (room, membership or None) for a room the user may look at.
+
+    Public rooms are visible to every signed-in user; private and direct
+    rooms only to their members.
+    """
+    room = Room.objects.filter(pk=room_id).first()
+    if room is None:
+        raise RoomNotFound(room=room_id)
+    membership = Membership.objects.filter(room=room, user_id=user.pk).first()
+    if membership is None and room.kind != Room.Kind.PUBLIC:
+        raise RoomNotFound(room=room_id)
+    return room, membership
+
+
+def is_member(user_id: int, room_id: int) -> bool:
+    return Membership.objects.filter(room_id=room_id, user_id=user_id).exists()
