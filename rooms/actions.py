@@ -23,11 +23,11 @@ MAX_TOPIC_LENGTH = 250
 CREATABLE_KINDS = (Room.Kind.PUBLIC, Room.Kind.PRIVATE)
 
 
-def _notify_joined(user_id: int, room_id: int) -> None:
+def notify_joined(user_id: int, room_id: int) -> None:
     publish_on_commit(user_group(user_id), {"type": "membership.joined", "room": room_id}, using="default")
 
 
-def _notify_left(user_id: int, room_id: int) -> None:
+def notify_left(user_id: int, room_id: int) -> None:
     publish_on_commit(user_group(user_id), {"type": "membership.left", "room": room_id}, using="default")
 
 
@@ -67,7 +67,7 @@ def create_room(creator, name, kind=Room.Kind.PUBLIC, topic="") -> Room:
         with transaction.atomic():
             room = Room.objects.create(name=name, kind=kind, topic=topic, created_by=creator)
             Membership.objects.create(room=room, user=creator, role=Membership.Role.OWNER)
-            _notify_joined(creator.pk, room.pk)
+            notify_joined(creator.pk, room.pk)
     except IntegrityError:
         raise Conflict(_("A room named “%(name)s” already exists.") % {"name": name}, field="name") from None
     logger.info("User %s created %s room %s", creator.pk, kind, room.pk)
@@ -88,7 +88,7 @@ def join_room(user, room_id) -> Membership:
             room=room, user=user, defaults={"role": Membership.Role.MEMBER}
         )
         if created:
-            _notify_joined(user.pk, room.pk)
+            notify_joined(user.pk, room.pk)
     return membership
 
 
@@ -121,7 +121,7 @@ def leave_room(user, room_id) -> None:
             raise Forbidden(_("You cannot leave a direct conversation."), room=room_id)
         membership.delete()
         _promote_successor(membership.room)
-        _notify_left(user.pk, membership.room_id)
+        notify_left(user.pk, membership.room_id)
     logger.info("User %s left room %s", user.pk, room_id)
 
 
@@ -157,7 +157,7 @@ def add_member(actor, room_id, username, role=Membership.Role.MEMBER) -> Members
             room=actor_membership.room, user=user, defaults={"role": role}
         )
         if created:
-            _notify_joined(user.pk, room_id)
+            notify_joined(user.pk, room_id)
     if created:
         logger.info("User %s added user %s to room %s", actor.pk, user.pk, room_id)
     return membership
@@ -175,7 +175,7 @@ def remove_member(actor, room_id, user_id) -> None:
         if target.can_manage and actor_membership.role != Membership.Role.OWNER:
             raise Forbidden(_("Only an owner can remove an owner or an admin."), room=room_id)
         target.delete()
-        _notify_left(target.user_id, room_id)
+        notify_left(target.user_id, room_id)
     logger.info("User %s removed user %s from room %s", actor.pk, user_id, room_id)
 
 
@@ -199,7 +199,7 @@ def open_direct_room(user, username) -> Room:
             )
             for member in (user, other):
                 Membership.objects.create(room=room, user=member, role=Membership.Role.MEMBER)
-                _notify_joined(member.pk, room.pk)
+                notify_joined(member.pk, room.pk)
     except IntegrityError:
         # Both people opened the conversation at the same moment.
         return Room.objects.get(kind=Room.Kind.DIRECT, direct_key=key)
