@@ -75,7 +75,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event_type not in LAYER_EVENTS and event_type not in ASGI_EVENTS:
             logger.warning("Dropped channel-layer event of unknown type %r", event_type)
             return
-        await getattr(self, get_handler_name(message))(message)
+        handler = getattr(self, get_handler_name(message))
+        if event_type in ASGI_EVENTS:
+            await handler(message)
+            return
+        try:
+            await handler(message)
+        except Exception:
+            # One failed event (say, Redis unreachable during group_add) must
+            # not close the socket; revalidation repairs subscriptions later.
+            logger.exception("Handling %s for user %s failed", event_type, getattr(getattr(self, "user", None), "pk", None))
 
     # Connection life cycle
 
@@ -93,12 +102,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
         # Subscribe before reading last_seq, so a message committed in
         # between is queued for this socket rather than missed.
-        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
-        room_ids = await database_sync_to_async(self._member_room_ids)()
-        for room_id in room_ids:
-            await self.channel_layer.group_add(room_group(room_id), self.channel_name)
-        self.room_ids = set(room_ids)
-        rooms = await database_sync_to_async(room_summaries)(self.user)
+        try:
+            await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+            room_ids = await database_sync_to_async(self._member_room_ids)()
+            for room_id in room_ids:
+                await self.channel_layer.group_add(room_group(room_id), self.channel_name)
+                self.room_ids.add(room_id)
+            rooms = await database_sync_to_async(room_summaries)(self.user)
+        except Exception:
+            # Leave no group membership behind for a socket that never opened.
+            logger.exception("Opening a socket for user %s failed", self.user.pk)
+            await self._unsubscribe_all()
+            await self.close()
+            return
 
         await self.accept()
         await self.send_frame({"type": "hello", "user": self.user.public_dict(), "rooms": rooms})
@@ -114,9 +130,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.revalidate_task.cancel()
         if getattr(self, "user", None) is None or not self.user.is_authenticated:
             return
-        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
-        for room_id in list(self.room_ids):
-            await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
+        await self._unsubscribe_all()
+
+    async def _unsubscribe_all(self) -> None:
+        try:
+            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+            for room_id in list(self.room_ids):
+                await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
+        except Exception:
+            # Redis gone: its group entries expire with the layer's group_expiry.
+            logger.warning("Could not leave the groups of user %s's socket", self.user.pk, exc_info=True)
         self.room_ids.clear()
 
     async def send_frame(self, frame: dict) -> None:

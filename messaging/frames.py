@@ -52,9 +52,12 @@ def require_fields(frame: dict, required: dict, optional: dict | None = None) ->
             raise InvalidFrame(_("The field “%(field)s” must be %(kind)s.") % {"field": name, "kind": description})
 
 
-ROOM_ID = (lambda value: _is_int(value) and value > 0, "a positive integer")
-NON_NEGATIVE = (lambda value: _is_int(value) and value >= 0, "a non-negative integer")
-POSITIVE = (lambda value: _is_int(value) and value > 0, "a positive integer")
+# Ids and sequence numbers are signed 64-bit columns; a larger JSON number
+# would overflow the database driver instead of matching nothing.
+MAX_INTEGER = 2**63 - 1
+ROOM_ID = (lambda value: _is_int(value) and 0 < value <= MAX_INTEGER, "a positive integer")
+NON_NEGATIVE = (lambda value: _is_int(value) and 0 <= value <= MAX_INTEGER, "a non-negative integer")
+POSITIVE = (lambda value: _is_int(value) and 0 < value <= MAX_INTEGER, "a positive integer")
 STRING = (lambda value: isinstance(value, str), "a string")
 
 

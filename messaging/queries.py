@@ -4,7 +4,10 @@ Every read names the room's shard explicitly; a room's history is always
 read from one shard.
 """
 
+import logging
 from collections import defaultdict
+
+from django.db import DatabaseError
 
 from messaging.models import Message
 from messaging.payloads import message_dicts
@@ -14,6 +17,8 @@ from messaging.sharding import shard_for_room
 MAX_SYNC_BATCH = 200
 DEFAULT_SYNC_BATCH = 100
 RECENT_PAGE_SIZE = 50
+
+logger = logging.getLogger(__name__)
 
 
 def messages_after(room_id: int, after_seq: int, limit: int = DEFAULT_SYNC_BATCH) -> tuple[list[dict], bool]:
@@ -41,14 +46,22 @@ def messages_before(room_id: int, before_seq: int | None, limit: int = RECENT_PA
     return message_dicts(reversed(rows[:limit])), has_more
 
 
-def last_seqs_for_rooms(room_ids) -> dict[int, int]:
-    """Return {room id: last seq} with one query per shard involved."""
+def last_seqs_for_rooms(room_ids) -> dict[int, int | None]:
+    """Return {room id: last seq} with one query per shard involved.
+
+    A room whose shard cannot be reached maps to None, so one shard being
+    down does not stop a client from connecting and using the other rooms.
+    """
     by_shard = defaultdict(list)
     for room_id in room_ids:
         by_shard[shard_for_room(room_id)].append(room_id)
     result = {}
     for alias, ids in by_shard.items():
-        result.update(last_seqs(alias, ids))
+        try:
+            result.update(last_seqs(alias, ids))
+        except DatabaseError as error:
+            logger.warning("Shard %s is unavailable for %d rooms: %s", alias, len(ids), error)
+            result.update(dict.fromkeys(ids))
     return result
 
 
