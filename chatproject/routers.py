@@ -42,7 +42,9 @@ class MessageShardRouter:
         return self._shard_from_hints(model, hints)
 
     def allow_relation(self, obj1, obj2, **hints):
-        if is_shard_model(type(obj1)) or is_shard_model(type(obj2)):
+        # Instances, not type(obj): request.user is a lazy proxy whose type
+        # is not the model class.
+        if is_shard_model(obj1) or is_shard_model(obj2):
             return obj1._state.db == obj2._state.db
         return None
 

@@ -22,7 +22,7 @@ from chatproject.realtime import room_group, user_group
 from messaging import frames
 from messaging.actions import send_message
 from messaging.payloads import frame_text
-from messaging.socket_checks import socket_still_valid
+from messaging.socket_checks import SocketState, socket_still_valid
 from messaging.queries import DEFAULT_SYNC_BATCH, messages_after, room_summaries
 from rooms.access import is_member
 
@@ -166,8 +166,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         try:
             frame = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: a few kilobytes of nested brackets exhaust the parser.
             await self.send_error(frames.InvalidFrame(_("The frame is not valid JSON.")))
+            return
+        if "\\u" in text_data and not frames.is_valid_unicode(frame):
+            # A JSON escape can smuggle in an unpaired surrogate, which no
+            # reply, database column or UTF-8 text frame can carry.
+            await self.send_error(frames.InvalidFrame(_("The frame contains an unpaired surrogate (invalid Unicode).")))
             return
         if not isinstance(frame, dict):
             await self.send_error(frames.InvalidFrame(_("The frame must be a JSON object.")))
@@ -270,11 +276,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def revalidate(self) -> None:
         """Re-read session, account and memberships; close or resubscribe to match."""
         try:
-            valid, room_ids = await database_sync_to_async(socket_still_valid)(self.user.pk, self.session_key)
+            state, room_ids = await database_sync_to_async(socket_still_valid)(self.user.pk, self.session_key)
         except Exception:
             logger.exception("Revalidating the socket of user %s failed", self.user.pk)
             return
-        if not valid:
+        if state == SocketState.ACCOUNT_INACTIVE:
+            await self.close(code=CLOSE_DEACTIVATED)
+            return
+        if state == SocketState.SESSION_ENDED:
             await self.close(code=CLOSE_LOGGED_OUT)
             return
         for room_id in set(room_ids) - self.room_ids:

@@ -5,6 +5,8 @@ right JSON types; anything else is rejected with invalid_frame before any
 action runs, so a bad frame never reaches the database.
 """
 
+import json
+
 from django.utils.translation import gettext as _
 
 from chatproject.errors import ChatError
@@ -22,6 +24,15 @@ class InvalidFrame(ChatError):
 
 class UnknownType(ChatError):
     code = "unknown_type"
+
+
+def is_valid_unicode(frame) -> bool:
+    """Return False if any string in the decoded frame cannot be encoded as UTF-8."""
+    try:
+        json.dumps(frame, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_int(value) -> bool:

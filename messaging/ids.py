@@ -146,8 +146,10 @@ class IdGenerator:
             atexit.register(lambda: self._lease.release(self._last_ms))
         if self._lease.worker_id is None or not self._lease.renew_if_due(self._last_ms):
             self._worker_id = self._lease.acquire()
-            self._last_ms = max(self._last_ms, self._lease.start_ms)
-            self._counter = 0
+            # Start in a millisecond after anything the previous holder of
+            # this worker id (this process included) could have issued in.
+            self._last_ms = max(self._last_ms, self._lease.start_ms) + 1
+            self._counter = -1
 
     def next_id(self) -> int:
         with self._lock:
