@@ -21,12 +21,12 @@ from messaging.ids import next_message_id
 from messaging.models import MAX_BODY_LENGTH, MAX_CLIENT_ID_LENGTH, Message
 from messaging.payloads import frame_text, message_dict
 from messaging.sequences import allocate_seq
-from messaging.sharding import placement_for_room
+from messaging.sharding import check_bucket_open, placement_for_room
 from rooms.access import access_room_for_member
 
 logger = logging.getLogger(__name__)
 
-CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,%d}$" % MAX_CLIENT_ID_LENGTH)
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,%d}" % MAX_CLIENT_ID_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ def validate_body(body) -> str:
             % {"length": len(body), "max": MAX_BODY_LENGTH},
             max_length=MAX_BODY_LENGTH,
         )
+    if "\x00" in body:
+        raise InvalidInput(_("The message body contains a NUL character."), field="body")
     try:
         body.encode("utf-8")
     except UnicodeEncodeError:
@@ -58,7 +60,7 @@ def validate_body(body) -> str:
 
 
 def validate_client_id(client_id) -> str:
-    if not isinstance(client_id, str) or not CLIENT_ID_PATTERN.match(client_id):
+    if not isinstance(client_id, str) or not CLIENT_ID_PATTERN.fullmatch(client_id):
         raise InvalidInput(
             _("client_id must be 1 to %(max)d letters, digits or . _ : - characters.")
             % {"max": MAX_CLIENT_ID_LENGTH},
@@ -98,10 +100,15 @@ def send_message(author, room_id, body, client_id) -> SendResult:
         if existing is not None:
             return existing
         with transaction.atomic(using=alias):
+            seq = allocate_seq(alias, room_id)
+            # The room's sequence row stays locked until commit, so a bucket
+            # move that closes this shard's fence waits for this send
+            # (messaging.sharding explains the order).
+            check_bucket_open(alias, room_id)
             message = Message(
                 id=next_message_id(),
                 room_id=room_id,
-                seq=allocate_seq(alias, room_id),
+                seq=seq,
                 author_id=author.pk,
                 body=body,
                 client_id=client_id,

@@ -8,6 +8,19 @@ by one.
 
 Every server process keeps the map in memory and reloads it after
 BUCKET_MAP_TTL_SECONDS, so a change reaches all processes within that time.
+
+A process whose copy of the map is stale must not write to a shard that
+has just lost a bucket, so each shard also keeps a fence per bucket it has
+taken part in a move of: a RoomSequence row with the reserved negative
+room_id fence_room_id(bucket), whose last_seq is FENCE_OPEN or
+FENCE_CLOSED. A send checks the fence of its room's bucket inside its shard
+transaction, after taking the room's sequence row lock
+(check_bucket_open), and move_bucket closes the fence and then locks every
+sequence row of the bucket once. That lock waits for each send already
+past its fence check, and every later send sees the closed fence, so a
+move needs no wait for the map cache to expire and costs a send one
+primary-key read on its own shard. A shard with no fence row for a bucket
+has never lost or gained it by a move, and writes to it are allowed.
 """
 
 import hashlib
@@ -17,8 +30,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext as _
+
+from chatproject.errors import ShardUnavailable
 
 BUCKET_MAP_TTL_SECONDS = 2.0
+
+FENCE_OPEN = 0
+FENCE_CLOSED = 1
 
 
 def bucket_for_room(room_id: int) -> int:
@@ -71,6 +90,24 @@ class BucketMap:
         return placement or BucketPlacement(default_alias_for_bucket(bucket), False)
 
 
+def pin_defaults() -> int:
+    """Write a map row for every bucket that has none; return how many were written.
+
+    The default assignment depends on the number of shards, so the rows
+    must exist before a shard is added, or buckets would change shards.
+    """
+    from messaging.models import ShardBucket
+
+    existing = set(ShardBucket.objects.values_list("bucket", flat=True))
+    rows = [
+        ShardBucket(bucket=bucket, alias=default_alias_for_bucket(bucket))
+        for bucket in range(settings.MESSAGE_BUCKETS)
+        if bucket not in existing
+    ]
+    ShardBucket.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+    return len(rows)
+
+
 bucket_map = BucketMap()
 
 
@@ -80,3 +117,46 @@ def placement_for_room(room_id: int) -> BucketPlacement:
 
 def shard_for_room(room_id: int) -> str:
     return placement_for_room(room_id).alias
+
+
+def fence_room_id(bucket: int) -> int:
+    """Return the reserved RoomSequence key of `bucket`'s fence (never a real room id)."""
+    return -(int(bucket) + 1)
+
+
+def bucket_accepts_writes(alias: str, bucket: int) -> bool:
+    """Return False when `alias` has closed its fence for `bucket`."""
+    from messaging.models import RoomSequence
+
+    state = (
+        RoomSequence.objects.using(alias)
+        .filter(room_id=fence_room_id(bucket))
+        .values_list("last_seq", flat=True)
+        .first()
+    )
+    return state is None or state == FENCE_OPEN
+
+
+def set_fence(alias: str, bucket: int, state: int) -> None:
+    """Open or close `bucket`'s fence on `alias` and commit it."""
+    from django.db import transaction
+
+    from messaging.models import RoomSequence
+
+    with transaction.atomic(using=alias):
+        RoomSequence.objects.using(alias).update_or_create(
+            room_id=fence_room_id(bucket), defaults={"last_seq": state}
+        )
+
+
+def check_bucket_open(alias: str, room_id: int) -> None:
+    """Raise ShardUnavailable if `alias` no longer takes writes for the room's bucket.
+
+    Call inside the send's transaction on `alias`, after allocate_seq has
+    locked the room's sequence row; see the module docstring for why that
+    order makes a bucket move safe.
+    """
+    if not bucket_accepts_writes(alias, bucket_for_room(room_id)):
+        # The cached map is stale: forget it so the retry routes anew.
+        bucket_map.invalidate()
+        raise ShardUnavailable(_("This room's messages are being moved; try again in a few seconds."))
