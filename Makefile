@@ -12,7 +12,7 @@ EXTRAS := test$(shell pkg-config --exists mysqlclient 2>/dev/null && echo ,mysql
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test test-unit test-browser install migrate seed clean
+.PHONY: run test test-unit test-browser test-realstack install migrate seed clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,11 +37,51 @@ seed: migrate
 test: install
 	$(BIN)/python -m pytest -m "not browser"
 	@$(MAKE) --no-print-directory test-browser
+	@$(MAKE) --no-print-directory test-realstack
 
 test-browser: install
 	@$(BIN)/python tests/browser/check_browser.py; status=$$?; \
 	if [ $$status -eq 77 ]; then exit 0; elif [ $$status -ne 0 ]; then exit $$status; fi; \
 	$(BIN)/python -m pytest -m browser tests/browser
 
+# The second pass: every non-browser test again on MariaDB with two message
+# shards and Redis, which also runs the tests marked realstack. It needs
+# root without a password on 127.0.0.1:3306 and Redis database 1 on
+# 127.0.0.1:6379 (docs/deployment.md); check_servers.py skips the pass when
+# they do not answer, except under CI=true. Override any REALSTACK_ variable
+# to use other databases, for example REALSTACK_REDIS_URL=redis://127.0.0.1:6379/2.
+REALSTACK_DATABASE_URL ?= mysql://root@127.0.0.1:3306/chat_main
+REALSTACK_SHARD_URLS ?= mysql://root@127.0.0.1:3306/chat_shard0,mysql://root@127.0.0.1:3306/chat_shard1
+REALSTACK_REDIS_URL ?= redis://127.0.0.1:6379/1
+REALSTACK_ENV = DATABASE_URL=$(REALSTACK_DATABASE_URL) MESSAGE_SHARD_URLS=$(REALSTACK_SHARD_URLS) \
+	REDIS_URL=$(REALSTACK_REDIS_URL) DJANGO_ALLOWED_HOSTS=localhost,127.0.0.1 \
+	DJANGO_SECRET_KEY=test-only-key-for-the-mariadb-and-redis-pass-0123456789abcdef
+
+test-realstack: install
+	@$(REALSTACK_ENV) $(BIN)/python tests/realstack/check_servers.py --flush-redis; status=$$?; \
+	if [ $$status -eq 77 ]; then exit 0; elif [ $$status -ne 0 ]; then exit $$status; fi; \
+	$(REALSTACK_ENV) $(BIN)/python -m pytest -m "not browser"
+
 clean:
 	rm -rf $(VENV) var
+
+# Benchmarks (bench/run.py; results and method in docs/benchmarks.md).
+# `make bench` takes about two minutes and needs nothing beyond the venv; it
+# prints one JSON line last. `make bench-full` runs every scenario in about
+# 45 minutes and also needs MariaDB/MySQL and redis-server for the Redis
+# targets; it writes JSON and fanout.png under bench/results/.
+# Pass harness options with BENCH_ARGS, for example BENCH_ARGS="--only fanout-1000".
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: bench bench-full
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS),bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py quick $(BENCH_ARGS)
+
+bench-full: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py full $(BENCH_ARGS)

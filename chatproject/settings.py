@@ -14,7 +14,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from chatproject.databases import build_databases
+from chatproject.databases import build_channel_layer, build_databases, check_redis_url, redis_pool_options
 from chatproject.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -135,18 +135,33 @@ MESSAGE_BUCKETS = env_int("MESSAGE_BUCKETS", 1024, minimum=1, maximum=65536)
 # Unset, a process leases a free one from the main database at start.
 CHAT_WORKER_ID = env_int("CHAT_WORKER_ID", None, minimum=0, maximum=1023)
 
+# Redis carries the channel layer and Django's cache, which holds the
+# sessions and whatever other modules cache. The pool size and socket
+# timeout are explicit because redis-py's defaults (a pool of 100, a 5 s
+# socket timeout) raise "Too many connections" under load and can time out
+# the core layer's 5 s blocking reads (docs/deployment.md).
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 500, minimum=10, maximum=100_000)
+REDIS_SOCKET_TIMEOUT = env_int("REDIS_SOCKET_TIMEOUT", 15, minimum=6, maximum=300)
+
 if REDIS_URL:
+    check_redis_url(REDIS_URL)
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "chat",
+            "OPTIONS": {
+                **redis_pool_options(REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT),
+                "pool_class": "chatproject.redis_pool.SharedConnectionPool",
+            },
         }
     }
+    # Sessions are read from Redis and written through to the main
+    # database, so a Redis restart logs nobody out.
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": env_choice(
+        "default": build_channel_layer(
+            env_choice(
                 "CHANNEL_LAYER_BACKEND",
                 "channels_redis.pubsub.RedisPubSubChannelLayer",
                 (
@@ -154,8 +169,10 @@ if REDIS_URL:
                     "channels_redis.core.RedisChannelLayer",
                 ),
             ),
-            "CONFIG": {"hosts": [{"address": REDIS_URL}]},
-        }
+            REDIS_URL,
+            REDIS_MAX_CONNECTIONS,
+            REDIS_SOCKET_TIMEOUT,
+        )
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -183,9 +200,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "static"
 # WhiteNoise serves straight from the finders, so no collectstatic step is
-# needed to run; production images may still collect for compression.
+# needed to run. Only `collectstatic` needs STATIC_ROOT (a production image
+# may run it to pre-compress files).
+STATIC_ROOT = env_str("DJANGO_STATIC_ROOT")
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 

@@ -10,17 +10,18 @@ Every server process keeps the map in memory and reloads it after
 BUCKET_MAP_TTL_SECONDS, so a change reaches all processes within that time.
 
 A process whose copy of the map is stale must not write to a shard that
-has just lost a bucket, so each shard also keeps a fence per bucket it has
-taken part in a move of: a RoomSequence row with the reserved negative
-room_id fence_room_id(bucket), whose last_seq is FENCE_OPEN or
-FENCE_CLOSED. A send checks the fence of its room's bucket inside its shard
-transaction, after taking the room's sequence row lock
-(check_bucket_open), and move_bucket closes the fence and then locks every
-sequence row of the bucket once. That lock waits for each send already
-past its fence check, and every later send sees the closed fence, so a
-move needs no wait for the map cache to expire and costs a send one
-primary-key read on its own shard. A shard with no fence row for a bucket
-has never lost or gained it by a move, and writes to it are allowed.
+has just lost a bucket. So each shard that took part in a move of a bucket
+keeps a fence for it: a RoomSequence row with the reserved negative key
+fence_room_id(bucket), whose last_seq is FENCE_OPEN or FENCE_CLOSED.
+
+A send reads the fence inside its shard transaction, after allocate_seq
+has locked the room's sequence row (check_bucket_open). move_bucket closes
+the fence and then locks every sequence row of the bucket once. That lock
+waits for each send already past its fence check, and every later send
+reads the closed fence and is rejected. So a move need not wait for the
+map caches to expire, and a send pays one primary-key read on its own
+shard. A shard without a fence row for a bucket has never taken part in a
+move of it, and writes to it are allowed.
 """
 
 import hashlib

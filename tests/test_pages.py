@@ -11,6 +11,7 @@ import uuid
 from contextlib import ExitStack
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import Client
@@ -435,9 +436,11 @@ def test_it_reads_the_room_page_in_a_fixed_number_of_queries(alice, bob, carol, 
         response = client.get(f"/rooms/{general.pk}/")
     assert len(seqs_on(response)) == 30
     counts = {alias: len(queries) for alias, queries in captured.items() if len(queries)}
-    # Main: session, user, room, membership, authors, member count,
-    # members. Shard: the messages. None grows with messages or authors.
-    assert sum(counts.values()) == 8, counts
+    # Main: session (unless the cached_db engine serves it from the cache),
+    # user, room, membership, authors, member count, members. Shard: the
+    # messages. None grows with messages or authors.
+    session_queries = 0 if settings.SESSION_ENGINE.endswith("cached_db") else 1
+    assert sum(counts.values()) == 7 + session_queries, counts
 
 
 def test_it_escapes_html_in_message_bodies(bob, general):

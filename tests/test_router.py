@@ -1,6 +1,5 @@
 """The database router and the room-to-shard mapping, checked on the real SQLite shards."""
 
-import sqlite3
 
 import pytest
 from django.apps import apps
@@ -29,13 +28,10 @@ def fresh_bucket_map():
 
 
 def read_shard_file(alias: str, sql: str) -> list[tuple]:
-    """Run `sql` on a shard's SQLite file through a fresh connection, bypassing Django."""
-    path = connections[alias].settings_dict["NAME"]
-    connection = sqlite3.connect(path)
-    try:
-        return connection.execute(sql).fetchall()
-    finally:
-        connection.close()
+    """Run raw `sql` on one shard's connection, bypassing the ORM and the router."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql)
+        return [tuple(row) for row in cursor.fetchall()]
 
 
 def other_shard(alias: str) -> str:

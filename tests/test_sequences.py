@@ -1,6 +1,7 @@
 """Per-room sequence numbers: gapless under concurrent threads and processes."""
 
 import json
+import os
 import selectors
 import threading
 
@@ -220,11 +221,15 @@ print(json.dumps({"worker_id": get_generator().worker_id, "messages": messages})
 """
 
 
+SERVER_VARIABLES = ("DATABASE_URL", "MESSAGE_SHARD_URLS", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS")
+
+
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_processes_gapless(alice, bob, general, tmp_path):
     processes_count, per_process = 4, 25
     databases = {alias: connections[alias].settings_dict["NAME"] for alias in settings.DATABASES}
-    assert all("test-" in name for name in databases.values()), databases
+    # The subprocesses must write to the test databases, never the real ones.
+    assert all(os.path.basename(name).startswith("test") for name in databases.values()), databases
 
     processes = []
     for index in range(processes_count):
@@ -235,7 +240,10 @@ def test_processes_gapless(alice, bob, general, tmp_path):
             "count": per_process,
             "prefix": f"p{index}",
         }
-        env = {"CHAT_DATA_DIR": str(tmp_path)}
+        # Same backends as this process (MariaDB and Redis in that pass);
+        # the database names are then pointed at the test databases.
+        env = {name: os.environ[name] for name in SERVER_VARIABLES if name in os.environ}
+        env["CHAT_DATA_DIR"] = str(tmp_path)
         code = SEND_FROM_PROCESS.replace("sys.argv[1]", repr(json.dumps(options)))
         processes.append(run_django_setup(env, code))
     try:
