@@ -6,6 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+HOST ?= 127.0.0.1
 # mysqlclient compiles against the MySQL/MariaDB client headers; install it
 # only where they are present (CI and the production image have them).
 EXTRAS := test$(shell pkg-config --exists mysqlclient 2>/dev/null && echo ,mysql)
@@ -27,7 +28,7 @@ migrate: install
 	$(BIN)/python manage.py migrate_all
 
 run: migrate
-	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) chatproject.asgi:application
+	$(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 seed: migrate
 	$(BIN)/python manage.py seed_demo
