@@ -28,6 +28,7 @@ migrate: install
 	$(BIN)/python manage.py migrate_all
 
 run: migrate
+	@echo "Serving on http://$(HOST):$(PORT)/ (Ctrl+C stops it)"
 	$(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 seed: migrate

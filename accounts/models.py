@@ -8,6 +8,16 @@ class User(AbstractUser):
 
     display_name = models.CharField(_("display name"), max_length=80, blank=True)
 
+    def save(self, *args, **kwargs):
+        # set_password() leaves the new password in _password until save;
+        # after it, every session made with the old password is invalid.
+        password_changed = self._password is not None and self.pk is not None
+        super().save(*args, **kwargs)
+        if password_changed:
+            from chatproject.realtime import publish_on_commit, user_group
+
+            publish_on_commit(user_group(self.pk), {"type": "user.credentials_changed"}, using="default")
+
     def get_display_name(self) -> str:
         return self.display_name or self.username
 

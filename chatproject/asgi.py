@@ -11,12 +11,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.urls import path  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
 from messaging.consumers import ChatConsumer  # noqa: E402
 
-websocket_urlpatterns = [path("ws/", ChatConsumer.as_asgi())]
+websocket_urlpatterns = [
+    path("ws/", ChatConsumer.as_asgi()),
+    # Any other path is rejected with 403 instead of raising "No route
+    # found" (an HTTP 500 and a traceback in the log for every probe).
+    re_path(r"", WebsocketDenier.as_asgi()),
+]
 
 application = ProtocolTypeRouter(
     {

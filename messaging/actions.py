@@ -9,6 +9,7 @@ A client that misses the publication still finds the message with sync.
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from django.db import DatabaseError, IntegrityError, transaction
@@ -40,7 +41,9 @@ def validate_body(body) -> str:
     """Raise unless `body` is a storable message body; return it unchanged."""
     if not isinstance(body, str):
         raise InvalidInput(_("The message body must be a string."), field="body")
-    if not body.strip():
+    if all(character.isspace() or unicodedata.category(character) == "Cf" for character in body):
+        # Whitespace and invisible format characters (zero-width space,
+        # joiners, direction marks) would show as a blank message.
         raise BodyEmpty()
     if len(body) > MAX_BODY_LENGTH:
         raise BodyTooLong(

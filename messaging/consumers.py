@@ -37,6 +37,8 @@ CLOSE_DEACTIVATED = 4003
 # the channel layer.
 REVALIDATE_SECONDS = 30
 
+CREDENTIALS_SETTLE_SECONDS = 2
+
 # Token bucket per socket: RATE_BURST frames at once, RATE_PER_SECOND after.
 RATE_BURST = 30
 RATE_PER_SECOND = 10.0
@@ -45,7 +47,16 @@ RATE_PER_SECOND = 10.0
 # database hop that Channels runs before every handler by default, and
 # handlers that do use the database go through database_sync_to_async,
 # which cleans up connections itself.
-LAYER_EVENTS = frozenset({"chat.frame", "membership.joined", "membership.left", "session.ended", "user.deactivated"})
+LAYER_EVENTS = frozenset(
+    {
+        "chat.frame",
+        "membership.joined",
+        "membership.left",
+        "session.ended",
+        "user.deactivated",
+        "user.credentials_changed",
+    }
+)
 ASGI_EVENTS = frozenset({"websocket.connect", "websocket.receive", "websocket.disconnect"})
 
 
@@ -181,6 +192,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = frame.get("client_id")
         frame_type = frame.get("type")
         handler = CLIENT_FRAMES.get(frame_type) if isinstance(frame_type, str) else None
+        if handler is None and "type" not in frame:
+            await self.send_error(frames.UnknownType(_("The frame has no “type” field.")), client_id)
+            return
         if handler is None:
             detail = _("Unknown frame type %(type)s.") % {"type": json.dumps(frame_type, ensure_ascii=False)[:80]}
             await self.send_error(frames.UnknownType(detail), client_id)
@@ -188,7 +202,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         wait = self.rate.take()
         if wait:
             await self.send_error(
-                RateLimited(_("Too many frames; wait %(seconds).1f s.") % {"seconds": wait}, retry_after=round(wait, 2)),
+                RateLimited(
+                    _("Too many frames; wait %(seconds).2f s.") % {"seconds": wait}, retry_after=round(wait + 0.005, 2)
+                ),
                 client_id,
             )
             return
@@ -262,6 +278,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def user_deactivated(self, event):
         await self.close(code=CLOSE_DEACTIVATED)
+
+    async def user_credentials_changed(self, event):
+        # Every session but the one that changed the password now fails
+        # revalidation. That one is re-hashed by the view right after the
+        # save that sent this event, so give the view a moment to finish.
+        await asyncio.sleep(CREDENTIALS_SETTLE_SECONDS)
+        await self.revalidate()
 
     # Periodic repair
 

@@ -66,9 +66,9 @@ def require_fields(frame: dict, required: dict, optional: dict | None = None) ->
 # Ids and sequence numbers are signed 64-bit columns; a larger JSON number
 # would overflow the database driver instead of matching nothing.
 MAX_INTEGER = 2**63 - 1
-ROOM_ID = (lambda value: _is_int(value) and 0 < value <= MAX_INTEGER, "a positive integer")
-NON_NEGATIVE = (lambda value: _is_int(value) and 0 <= value <= MAX_INTEGER, "a non-negative integer")
-POSITIVE = (lambda value: _is_int(value) and 0 < value <= MAX_INTEGER, "a positive integer")
+ROOM_ID = (lambda value: _is_int(value) and 0 < value <= MAX_INTEGER, "an integer from 1 to 2^63 - 1")
+NON_NEGATIVE = (lambda value: _is_int(value) and 0 <= value <= MAX_INTEGER, "an integer from 0 to 2^63 - 1")
+POSITIVE = (lambda value: _is_int(value) and 0 < value <= MAX_INTEGER, "an integer from 1 to 2^63 - 1")
 STRING = (lambda value: isinstance(value, str), "a string")
 
 

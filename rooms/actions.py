@@ -7,6 +7,7 @@ commits; a socket subscribes to or drops the room when it hears of it.
 """
 
 import logging
+import unicodedata
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
@@ -31,12 +32,36 @@ def notify_left(user_id: int, room_id: int) -> None:
     publish_on_commit(user_group(user_id), {"type": "membership.left", "room": room_id}, using="default")
 
 
+# Format characters that real text needs: the zero-width joiner and
+# non-joiner (emoji sequences such as 👩🏽‍💻, Persian and Indic scripts) and
+# the tag characters of subdivision flags.
+ALLOWED_FORMAT_CHARACTERS = frozenset({"\u200c", "\u200d"} | {chr(code) for code in range(0xE0020, 0xE0080)})
+
+
+def has_invisible_characters(text: str) -> bool:
+    """Return True if `text` has control characters or stray format characters.
+
+    Format characters (Unicode category Cf) include zero-width spaces and
+    bidirectional overrides, which make a name look empty or display as
+    another name ("\u202egnp.exe" shows as "exe.png").
+    """
+    return any(
+        unicodedata.category(character) == "Cc"
+        or (unicodedata.category(character) == "Cf" and character not in ALLOWED_FORMAT_CHARACTERS)
+        for character in text
+    )
+
+
 def clean_room_name(name) -> str:
     if not isinstance(name, str):
         raise InvalidInput(_("The room name must be a string."), field="name")
     name = " ".join(name.split())
     if not name:
         raise InvalidInput(_("The room name is empty."), field="name")
+    if has_invisible_characters(name):
+        raise InvalidInput(
+            _("The room name contains invisible or control characters; use visible text only."), field="name"
+        )
     if len(name) > MAX_ROOM_NAME_LENGTH:
         raise InvalidInput(
             _("The room name is longer than %(max)d characters.") % {"max": MAX_ROOM_NAME_LENGTH}, field="name"
@@ -84,10 +109,17 @@ def join_room(user, room_id) -> Membership:
             return existing
         raise RoomNotFound(room=room_id)
     with transaction.atomic():
+        # Lock the room so two people joining an ownerless room do not both
+        # become its owner.
+        Room.objects.select_for_update().filter(pk=room.pk).first()
         membership, created = Membership.objects.get_or_create(
             room=room, user=user, defaults={"role": Membership.Role.MEMBER}
         )
         if created:
+            if not room.memberships.filter(role=Membership.Role.OWNER).exists():
+                # Everyone left, so the room had no one to manage it.
+                membership.role = Membership.Role.OWNER
+                membership.save(update_fields=["role"])
             notify_joined(user.pk, room.pk)
     return membership
 
@@ -140,7 +172,8 @@ def _find_user(username):
     User = get_user_model()
     if not isinstance(username, str) or not username.strip():
         raise InvalidInput(_("A username is required."), field="username")
-    user = User.objects.filter(username=username.strip(), is_active=True).first()
+    # Case-insensitive, as sign-up rejects names that differ only in case.
+    user = User.objects.filter(username__iexact=username.strip(), is_active=True).first()
     if user is None:
         raise InvalidInput(_("No active user is named “%(name)s”.") % {"name": username.strip()}, field="username")
     return user

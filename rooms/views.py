@@ -254,7 +254,10 @@ def join(request, room_id):
 @login_required
 @require_POST
 def leave(request, room_id):
-    room, _membership = _viewable_room(request.user, room_id)
+    room, membership = _viewable_room(request.user, room_id)
+    if membership is None:
+        messages.info(request, _("You are not a member of %(name)s.") % {"name": room.name})
+        return redirect("rooms:mine")
     try:
         leave_room(request.user, room.pk)
     except ChatError as error:

@@ -216,7 +216,7 @@ async def test_logout_get_keeps_socket(alice, bob, general, sockets):
         client.cookies[settings.SESSION_COOKIE_NAME] = key
         return client.get("/accounts/logout/").status_code
 
-    assert await db(get_logout)() == 405
+    assert await db(get_logout)() == 200  # a confirmation page, not a log-out
     message = await send_as(alice, general.pk, "hello", "m1")
     await expect_new(socket, message)
 
@@ -303,10 +303,7 @@ async def test_revalidation_closes_inactive_user(alice, bob, general, sockets, f
     # update() sends no post_save signal, so no user.deactivated event.
     await db(type(bob).objects.filter(pk=bob.pk).update)(is_active=False)
 
-    output = await socket.receive_output(timeout=EVENT_TIMEOUT)
-    # The browser client stops reconnecting on either close code.
-    assert output["type"] == "websocket.close"
-    assert output["code"] in (CLOSE_LOGGED_OUT, CLOSE_DEACTIVATED)
+    await expect_close(socket, CLOSE_DEACTIVATED)
 
 
 async def test_revalidation_keeps_valid_socket(alice, bob, general, sockets, fast_revalidation):
@@ -315,3 +312,47 @@ async def test_revalidation_keeps_valid_socket(alice, bob, general, sockets, fas
     assert await socket.receive_nothing(timeout=0.8)
     message = await send_as(alice, general.pk, "still subscribed", "m1")
     await expect_new(socket, message)
+
+
+# Password changes end every other session
+
+
+async def test_password_change_closes_old_sessions(alice, bob, general, sockets, monkeypatch):
+    monkeypatch.setattr(consumers, "CREDENTIALS_SETTLE_SECONDS", 0)
+    old_session, _ = await sockets.open(bob)
+    bystander, _ = await sockets.open(alice)
+
+    def change_password():
+        bob.set_password("a-new-password-for-bob")
+        bob.save()
+
+    await db(change_password)()
+
+    await expect_close(old_session, CLOSE_LOGGED_OUT)
+    message = await send_as(alice, general.pk, "alice is unaffected", "m1")
+    await expect_new(bystander, message)
+
+
+async def test_session_after_password_change_stays(alice, bob, general, sockets, monkeypatch):
+    monkeypatch.setattr(consumers, "CREDENTIALS_SETTLE_SECONDS", 0)
+
+    def change_password():
+        bob.set_password("a-new-password-for-bob")
+        bob.save()
+
+    await db(change_password)()
+    # A session made with the new password is valid; the event for the
+    # change above must not close it.
+    new_session, _ = await sockets.open(bob)
+    assert await new_session.receive_nothing(timeout=0.5)
+    message = await send_as(alice, general.pk, "welcome back", "m1")
+    await expect_new(new_session, message)
+
+
+async def test_revalidation_closes_stale_password_session(alice, bob, general, sockets, fast_revalidation):
+    socket, _ = await sockets.open(bob)
+
+    # update() sends no event; only revalidation can notice the new hash.
+    await db(type(bob).objects.filter(pk=bob.pk).update)(password="pbkdf2_sha256$1$salt$changed")
+
+    await expect_close(socket, CLOSE_LOGGED_OUT)

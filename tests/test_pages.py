@@ -167,7 +167,10 @@ def test_it_logs_in_and_out(client, alice):
     response = client.post(reverse("login"), {"username": "alice", "password": "pw-alicealicealice"})
     assertRedirects(response, "/")
     assert client.get("/").status_code == 200
-    assert client.get(reverse("logout")).status_code == 405
+    confirm = client.get(reverse("logout"))
+    assert confirm.status_code == 200
+    assertContains(confirm, 'id="logout-confirm-form"')
+    assert client.get("/").status_code == 200  # a GET does not log out
     assertRedirects(client.post(reverse("logout")), LOGIN_URL, fetch_redirect_response=False)
     assert client.get("/").status_code == 302
 
@@ -664,3 +667,10 @@ def test_it_tells_an_owner_to_leave_instead_of_removing_themselves(alice, genera
     response = client_for(alice).post(f"/rooms/{general.pk}/members/{alice.pk}/remove/", follow=True)
     assert flash(response) == ["Use leave to remove yourself from a room."]
     assert alice.pk in member_ids(general)
+
+
+def test_it_reports_leaving_a_room_you_are_not_in(carol, general):
+    client = client_for(carol)
+    response = client.post(f"/rooms/{general.pk}/leave/", follow=True)
+    assertContains(response, "You are not a member of general.")
+    assertNotContains(response, "You left")

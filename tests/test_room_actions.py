@@ -441,3 +441,52 @@ def test_left_member_cannot_send(alice, bob, general):
 
     assert error.code == "not_member"
     assert stored_messages() == []
+
+
+# Names that hide what they are
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["\u200b", "gen\u200beral", "\u202egnp.exe", "tab\x07bell", "zero\ufeffwidth"],
+    ids=["zero-width-only", "zero-width-inside", "bidi-override", "control", "byte-order-mark"],
+)
+def test_create_rejects_invisible_characters(alice, name):
+    with pytest.raises(ChatError) as raised:
+        create_room(alice, name)
+
+    assert raised.value.code == "invalid_input"
+    assert raised.value.extra == {"field": "name"}
+    assert not Room.objects.exists()
+
+
+def test_create_accepts_visible_unicode(alice):
+    room = create_room(alice, "café 漢字 𝓜 👩🏽‍💻")
+    assert room.name == "café 漢字 𝓜 👩🏽‍💻"
+
+
+# A room everyone left
+
+
+def test_join_empty_room_becomes_owner(alice, bob, carol, general):
+    leave_room(alice, general.pk)
+    leave_room(Membership.objects.get(room=general, role=Membership.Role.OWNER).user, general.pk)
+    assert not Membership.objects.filter(room=general).exists()
+
+    membership = join_room(carol, general.pk)
+
+    assert membership.role == Membership.Role.OWNER
+    later = join_room(alice, general.pk)
+    assert later.role == Membership.Role.MEMBER
+
+
+# Usernames are matched regardless of case
+
+
+def test_add_member_username_any_case(alice, carol, general):
+    membership = add_member(alice, general.pk, "CaRoL")
+    assert membership.user == carol
+
+
+def test_direct_room_username_any_case(alice, bob):
+    assert open_direct_room(alice, "BOB") == open_direct_room(bob, "alice")

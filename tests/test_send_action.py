@@ -320,3 +320,22 @@ def test_query_count_independent_of_members(alice, general, monkeypatch):
     # transaction), the sequence update and read, the bucket fence read,
     # the insert and the savepoint release.
     assert small == (2, 7)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["\u200b", " \u200b\u200d\n", "\u2060\ufeff", "\u200e\t"],
+    ids=["zero-width-space", "spaces-and-joiners", "word-joiner-bom", "direction-mark-tab"],
+)
+def test_invisible_body_is_empty(alice, general, body):
+    with pytest.raises(ChatError) as raised:
+        send_message(alice, general.pk, body, "c1")
+
+    assert raised.value.code == "empty_body"
+    assert stored_messages() == []
+
+
+def test_body_with_joiner_and_text_kept(alice, general):
+    body = "👩\u200d💻 ok\u200b"
+    result = send_message(alice, general.pk, body, "c1")
+    assert result.message["body"] == body

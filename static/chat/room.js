@@ -16,7 +16,17 @@
   const configElement = document.getElementById("room-config");
   if (!configElement) return;
   const config = JSON.parse(configElement.textContent);
-  if (!config.live) return;
+  if (!config.live) {
+    // An archive page (?before=) has no socket; it only shows its times in
+    // the reader's time zone, with the date since they are older messages.
+    document.querySelectorAll("time.message-time").forEach((time) => {
+      const moment = new Date(time.dateTime);
+      if (Number.isNaN(moment.getTime())) return;
+      time.textContent = moment.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+      time.title = moment.toLocaleString();
+    });
+    return;
+  }
 
   const words = config.strings;
   const roomId = config.room;
