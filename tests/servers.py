@@ -1,6 +1,6 @@
 """Run the real server (daphne) in a subprocess, for tests that cross a process.
 
-    server = ChatServer(port=18110, data_dir=path)
+    server = ChatServer(port=free_port(), data_dir=path)
     server.migrate()                          # manage.py migrate_all, same env
     server.shell("from accounts.models import User; ...")
     server.start()                            # returns once GET /healthz answers 200
@@ -34,6 +34,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BACKEND_VARIABLES = ("DATABASE_URL", "MESSAGE_SHARD_URLS", "REDIS_URL")
 START_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    The operating system picks it, so two test runs on one machine do not
+    collide; another process could still take it before the server binds.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def server_environment(data_dir, env=None) -> dict[str, str]:

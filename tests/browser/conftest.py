@@ -12,7 +12,7 @@ import shutil
 import pytest
 from django.conf import settings
 
-from tests.servers import ChatServer
+from tests.servers import ChatServer, free_port
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
 # Without the networking flags Chromium tries to reach Google's hosts, which
@@ -27,7 +27,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SERVER_PORT = 18120
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +49,7 @@ def chat_server():
     """One server for the session, on the embedded default in a fresh data dir."""
     data_dir = settings.DATA_DIR / "servers" / "browser"
     shutil.rmtree(data_dir, ignore_errors=True)
-    server = ChatServer(port=SERVER_PORT, data_dir=data_dir)
+    server = ChatServer(port=free_port(), data_dir=data_dir)
     server.migrate()
     server.start()
     yield server
