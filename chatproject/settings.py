@@ -8,6 +8,7 @@ That default is the only place with development conveniences (DEBUG on, a
 generated secret key); any other configuration must name its secrets.
 """
 
+import re
 import secrets
 from pathlib import Path
 
@@ -178,7 +179,17 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # NOTE: the in-memory layer reaches only sockets of this one process and
     # scans every channel on each receive; it is for the embedded default and tests.
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # A process's room hub (messaging.fanout) receives every room
+            # event of the process on one channel, so it may queue far more
+            # than a socket's channel.
+            # (Channels' in-memory layer takes the compiled form, a list of
+            # (regular expression, capacity) pairs.)
+            "CONFIG": {"channel_capacity": [(re.compile(r"^chathub"), 10000)]},
+        }
+    }
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [

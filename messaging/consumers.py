@@ -18,9 +18,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils.translation import gettext as _
 
 from chatproject.errors import ChatError, InternalError, NotMember, RateLimited
-from chatproject.realtime import room_group, user_group
+from chatproject.realtime import user_group
 from messaging import frames
 from messaging.actions import send_message
+from messaging.fanout import get_hub
 from messaging.payloads import frame_text
 from messaging.socket_checks import SocketState, socket_still_valid
 from messaging.queries import DEFAULT_SYNC_BATCH, messages_after, room_summaries
@@ -49,7 +50,6 @@ RATE_PER_SECOND = 10.0
 # which cleans up connections itself.
 LAYER_EVENTS = frozenset(
     {
-        "chat.frame",
         "membership.joined",
         "membership.left",
         "session.ended",
@@ -102,6 +102,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.user = self.scope.get("user")
         self.room_ids: set[int] = set()
+        self.handling_frame = False
+        self.deferred_texts: list[str] = []
         self.revalidate_task = None
         if self.user is None or not self.user.is_authenticated or not self.user.is_active:
             # Closing before accept rejects the handshake with HTTP 403.
@@ -116,8 +118,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
             room_ids = await database_sync_to_async(self._member_room_ids)()
+            hub = get_hub()
             for room_id in room_ids:
-                await self.channel_layer.group_add(room_group(room_id), self.channel_name)
+                await hub.subscribe(self, room_id)
                 self.room_ids.add(room_id)
             rooms = await database_sync_to_async(room_summaries)(self.user)
         except Exception:
@@ -144,10 +147,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._unsubscribe_all()
 
     async def _unsubscribe_all(self) -> None:
+        hub = get_hub()
         try:
-            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
             for room_id in list(self.room_ids):
-                await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
+                await hub.unsubscribe(self, room_id)
+            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
         except Exception:
             # Redis gone: its group entries expire with the layer's group_expiry.
             logger.warning("Could not leave the groups of user %s's socket", self.user.pk, exc_info=True)
@@ -208,6 +212,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 client_id,
             )
             return
+        self.handling_frame = True
         try:
             await handler(self, frame)
         except ChatError as error:
@@ -216,6 +221,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # A bug must cost one frame, not the socket: log it and answer.
             logger.exception("Frame %s from user %s failed", frame_type, self.user.pk)
             await self.send_error(InternalError(), client_id)
+        finally:
+            await self._flush_deferred()
+
+    async def deliver_room_text(self, text: str) -> None:
+        """Send a room event's text frame; called by the process's room hub.
+
+        While this socket is handling a frame, room events wait until its
+        reply is out, so a sender always gets message.ack before the
+        message.new of its own message, whatever process published it.
+        """
+        if self.handling_frame:
+            self.deferred_texts.append(text)
+        else:
+            await self.send(text_data=text)
+
+    async def _flush_deferred(self) -> None:
+        # Events that arrive while earlier ones are being sent join the queue,
+        # so the order of room events is kept.
+        while self.deferred_texts:
+            await self.send(text_data=self.deferred_texts.pop(0))
+        self.handling_frame = False
 
     async def on_message_send(self, frame):
         frames.check_send(frame)
@@ -247,19 +273,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # Events from the channel layer
 
-    async def chat_frame(self, event):
-        # The membership filter matters: group_discard and a dropped
-        # membership.left can lag, and a member who left must get nothing.
-        if event["room"] in self.room_ids:
-            await self.send(text_data=event["text"])
-
     async def membership_joined(self, event):
         room_id = event["room"]
-        await self.channel_layer.group_add(room_group(room_id), self.channel_name)
+        # Subscribe before reading last_seq, as connect does.
+        hub = get_hub()
+        await hub.subscribe(self, room_id)
         summaries = await database_sync_to_async(room_summaries)(self.user, [room_id])
         if not summaries:
             # Left again before this event arrived.
-            await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
+            await hub.unsubscribe(self, room_id)
+            self.room_ids.discard(room_id)
             return
         new = room_id not in self.room_ids
         self.room_ids.add(room_id)
@@ -268,9 +291,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def membership_left(self, event):
         room_id = event["room"]
+        was_member = room_id in self.room_ids
         self.room_ids.discard(room_id)
-        await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
-        await self.send_frame({"type": "room.left", "room": room_id})
+        await get_hub().unsubscribe(self, room_id)
+        if was_member:
+            await self.send_frame({"type": "room.left", "room": room_id})
 
     async def session_ended(self, event):
         if event.get("session_key") and event["session_key"] == self.session_key:

@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 
 from messaging.actions import send_message
 from messaging.consumers import RATE_BURST
+from messaging.fanout import get_hub
 from messaging.models import Message
 from messaging.queries import MAX_SYNC_BATCH
 from messaging.sharding import shard_for_room
@@ -177,16 +178,25 @@ async def test_handshake_inactive_user(alice, bob, general, sockets):
     "InMemoryChannelLayer" not in settings.CHANNEL_LAYERS["default"]["BACKEND"],
     reason="reads the in-memory layer's group table",
 )
-async def test_handshake_accepted_subscribes(alice, general, sockets):
+async def test_handshake_accepted_subscribes(alice, bob, general, sockets):
+    hub = get_hub()
     socket, hello = await sockets.open(alice)
 
     assert hello["type"] == "hello"
     assert len(layer_group_members(f"user.{alice.pk}")) == 1
-    assert layer_group_members(f"room.{general.pk}") == layer_group_members(f"user.{alice.pk}")
+    # The process's hub joins the room group once, for all its sockets.
+    assert layer_group_members(f"room.{general.pk}") == {hub.channel_name}
+    assert len(hub.sockets[general.pk]) == 1
+
+    second, _ = await sockets.open(bob)
+    assert layer_group_members(f"room.{general.pk}") == {hub.channel_name}
+    assert len(hub.sockets[general.pk]) == 2
 
     await socket.disconnect()
+    await second.disconnect()
     assert layer_group_members(f"user.{alice.pk}") == set()
     assert layer_group_members(f"room.{general.pk}") == set()
+    assert general.pk not in hub.sockets
 
 
 # Hello

@@ -162,7 +162,10 @@ def test_redis_restart_recovers(make_user, servers, tmp_path):
     # subscribed twice, no channel of a closed socket left behind.
     assert outcome["subscribers"] == (1, 1)
     assert outcome["specific_after"] == 51
-    assert outcome["leftover"] == []
+    # Only the process's room-hub channel outlives the sockets: it is made
+    # once per process and kept for its lifetime.
+    assert len(outcome["leftover"]) <= 1
+    assert all(b"chathub" in channel for channel in outcome["leftover"]), outcome["leftover"]
 
     stored = list(Message.objects.using(shard_for_room(room.pk)).filter(room_id=room.pk).order_by("seq"))
     assert [message.seq for message in stored] == list(range(1, len(stored) + 1))
