@@ -36,6 +36,7 @@ MYSQL_CONNECT_TIMEOUT = 5
 # connect(). Anything else is rejected, because mysqlclient would only fail
 # on it at the first connection.
 MYSQL_INT_OPTIONS = frozenset({"connect_timeout", "read_timeout", "write_timeout"})
+MYSQL_READ_WRITE_TIMEOUT = 10
 MYSQL_STR_OPTIONS = frozenset({"init_command", "unix_socket", "ssl"})
 # Letters, digits and underscores need no quoting in the CREATE DATABASE
 # statements of the tests and the docs, or in a shell.
@@ -74,7 +75,12 @@ def _init_command(variable: str, extra) -> str:
     """
     assignments = ["sql_mode='STRICT_TRANS_TABLES'"]
     if extra is not None:
-        if not isinstance(extra, str) or not re.match(r"^\s*SET\s+\S", extra, re.IGNORECASE):
+        # A semicolon inside would let a second statement through.
+        if (
+            not isinstance(extra, str)
+            or not re.match(r"^\s*SET\s+\S", extra, re.IGNORECASE)
+            or ";" in extra.strip().rstrip(";")
+        ):
             raise ImproperlyConfigured(
                 f"{variable} has init_command={extra!r}. It must be one SET statement, "
                 f"such as init_command=SET SESSION wait_timeout=600."
@@ -102,6 +108,10 @@ def _mysql_options(variable: str, url: str, options: dict) -> dict:
     result["collation"] = MYSQL_COLLATION
     result["isolation_level"] = "read committed"
     result.setdefault("connect_timeout", MYSQL_CONNECT_TIMEOUT)
+    # A shard that hangs (rather than refusing connections) must fail a
+    # query within seconds, not hold a thread until TCP gives up.
+    result.setdefault("read_timeout", MYSQL_READ_WRITE_TIMEOUT)
+    result.setdefault("write_timeout", MYSQL_READ_WRITE_TIMEOUT)
     return result
 
 

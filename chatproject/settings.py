@@ -136,6 +136,10 @@ MESSAGE_BUCKETS = env_int("MESSAGE_BUCKETS", 1024, minimum=1, maximum=65536)
 # Unset, a process leases a free one from the main database at start.
 CHAT_WORKER_ID = env_int("CHAT_WORKER_ID", None, minimum=0, maximum=1023)
 
+# Threads per process for the WebSocket consumers' database work; each keeps
+# its own connection to every database, so this also caps connections.
+CHAT_DB_THREADS = env_int("CHAT_DB_THREADS", 4, minimum=1, maximum=64)
+
 # Redis carries the channel layer and Django's cache, which holds the
 # sessions and whatever other modules cache. The pool size and socket
 # timeout are explicit because redis-py's defaults (a pool of 100, a 5 s
@@ -159,7 +163,8 @@ if REDIS_URL:
     }
     # Sessions are read from Redis and written through to the main
     # database, so a Redis restart logs nobody out.
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    # cached_db sessions that fall back to the database while Redis is down.
+    SESSION_ENGINE = "chatproject.sessions"
     CHANNEL_LAYERS = {
         "default": build_channel_layer(
             env_choice(

@@ -11,10 +11,12 @@ import json
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.utils.translation import gettext as _
 
 from chatproject.errors import ChatError, InternalError, NotMember, RateLimited
@@ -23,8 +25,8 @@ from messaging import frames
 from messaging.actions import send_message
 from messaging.fanout import get_hub
 from messaging.payloads import frame_text
-from messaging.socket_checks import SocketState, socket_still_valid
 from messaging.queries import DEFAULT_SYNC_BATCH, messages_after, room_summaries
+from messaging.socket_checks import SocketState, socket_still_valid
 from rooms.access import is_member
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 # Close codes sent by the server (4000-4999 are free for applications).
 CLOSE_LOGGED_OUT = 4001
 CLOSE_DEACTIVATED = 4003
+CLOSE_SERVER_ERROR = 1011
 
 # Every socket re-reads its session, account and memberships this often,
 # which repairs the state if a membership or logout event was dropped by
@@ -58,6 +61,20 @@ LAYER_EVENTS = frozenset(
     }
 )
 ASGI_EVENTS = frozenset({"websocket.connect", "websocket.receive", "websocket.disconnect"})
+
+
+# The sockets' database work runs on this many threads per process, each
+# with its own connection to each database it uses. Channels' default runs
+# it all on one thread, where one hung shard or one held row lock stalls
+# every room of the process; with a pool, other rooms keep going. The pool
+# also bounds the process's connections: DB_THREADS x databases.
+DB_THREADS = settings.CHAT_DB_THREADS
+_db_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="chat-db")
+
+
+def db_hop(function):
+    """Wrap `function` to run on the socket database pool, cleaning up connections."""
+    return database_sync_to_async(function, thread_sensitive=False, executor=_db_executor)
 
 
 class TokenBucket:
@@ -117,17 +134,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # between is queued for this socket rather than missed.
         try:
             await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
-            room_ids = await database_sync_to_async(self._member_room_ids)()
+            room_ids = await db_hop(self._member_room_ids)()
             hub = get_hub()
             for room_id in room_ids:
                 await hub.subscribe(self, room_id)
                 self.room_ids.add(room_id)
-            rooms = await database_sync_to_async(room_summaries)(self.user)
+            rooms = await db_hop(room_summaries)(self.user)
         except Exception:
             # Leave no group membership behind for a socket that never opened.
+            # Accept, then close with 1011: a rejected handshake (403) means a
+            # bad session to clients, which would send the user to log in.
             logger.exception("Opening a socket for user %s failed", self.user.pk)
             await self._unsubscribe_all()
-            await self.close()
+            await self.accept()
+            await self.close(code=CLOSE_SERVER_ERROR)
             return
 
         await self.accept()
@@ -245,14 +265,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_message_send(self, frame):
         frames.check_send(frame)
-        result = await database_sync_to_async(send_message)(
+        result = await db_hop(send_message)(
             self.user, frame["room"], frame["body"], frame["client_id"]
         )
         await self.send_frame({"type": "message.ack", "client_id": frame["client_id"], "message": result.message})
 
     async def on_sync(self, frame):
         frames.check_sync(frame)
-        messages, has_more = await database_sync_to_async(self._sync_batch)(
+        messages, has_more = await db_hop(self._sync_batch)(
             frame["room"], frame["after_seq"], frame.get("limit", DEFAULT_SYNC_BATCH)
         )
         await self.send_frame(
@@ -278,7 +298,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Subscribe before reading last_seq, as connect does.
         hub = get_hub()
         await hub.subscribe(self, room_id)
-        summaries = await database_sync_to_async(room_summaries)(self.user, [room_id])
+        summaries = await db_hop(room_summaries)(self.user, [room_id])
         if not summaries:
             # Left again before this event arrived.
             await hub.unsubscribe(self, room_id)
@@ -324,7 +344,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def revalidate(self) -> None:
         """Re-read session, account and memberships; close or resubscribe to match."""
         try:
-            state, room_ids = await database_sync_to_async(socket_still_valid)(self.user.pk, self.session_key)
+            state, room_ids = await db_hop(socket_still_valid)(self.user.pk, self.session_key)
         except Exception:
             logger.exception("Revalidating the socket of user %s failed", self.user.pk)
             return

@@ -42,8 +42,9 @@ FENCE_CLOSED = 1
 
 
 def bucket_for_room(room_id: int) -> int:
-    # A keyed hash rather than room_id % buckets: consecutive room ids then
-    # spread evenly, and the mapping is the same in every process and language.
+    # BLAKE2b of the decimal room id (personalisation "chatroom") rather
+    # than room_id % buckets: consecutive room ids then spread evenly, and
+    # the mapping is the same in every process and language.
     digest = hashlib.blake2b(str(int(room_id)).encode(), digest_size=8, person=b"chatroom").digest()
     return int.from_bytes(digest, "big") % settings.MESSAGE_BUCKETS
 

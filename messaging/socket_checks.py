@@ -11,7 +11,11 @@ from django.utils.crypto import constant_time_compare
 
 from rooms.models import Membership
 
-DATABASE_SESSION_ENGINES = ("django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db")
+DATABASE_SESSION_ENGINES = (
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cached_db",
+    "chatproject.sessions",
+)
 
 
 class SocketState(enum.Enum):

@@ -27,11 +27,9 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from messaging.models import Message, RoomSequence
+from messaging.socket_checks import DATABASE_SESSION_ENGINES
 from rooms.models import Membership, Room
 
-# Session engines that keep their sessions in the Session table; for the
-# others a bulk insert into that table would not sign anyone in.
-DATABASE_SESSION_ENGINES = ("django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db")
 MAX_USERS = 1_000_000
 SMALL_ROOM_MAX = 10
 
