@@ -23,7 +23,7 @@ from messaging.models import MAX_BODY_LENGTH, MAX_CLIENT_ID_LENGTH, Message
 from messaging.payloads import frame_text, message_dict
 from messaging.sequences import allocate_seq
 from messaging.sharding import check_bucket_open, placement_for_room
-from rooms.access import access_room_for_member
+from rooms.access import require_member
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def send_message(author, room_id, body, client_id) -> SendResult:
     """
     body = validate_body(body)
     client_id = validate_client_id(client_id)
-    access_room_for_member(author, room_id)
+    require_member(author, room_id)
 
     placement = placement_for_room(room_id)
     if placement.frozen:

@@ -35,4 +35,13 @@ def access_room_for_viewer(user, room_id) -> tuple[Room, Membership | None]:
 
 
 def is_member(user_id: int, room_id: int) -> bool:
-    return Membership.objects.filter(room_id=room_id, user_id=user_id).exists()
+    """Return whether the user is in the room, from the membership cache."""
+    from rooms.membership_cache import cached_role
+
+    return cached_role(user_id, room_id) is not None
+
+
+def require_member(user, room_id) -> None:
+    """Raise NotMember unless `user` is a member; answered from the cache."""
+    if not is_member(user.pk, room_id):
+        raise NotMember(room=room_id)

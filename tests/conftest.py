@@ -22,6 +22,15 @@ from rooms.models import Room
 ORIGIN = b"http://localhost"
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Start every test with an empty cache: rolled-back tests reuse ids."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 @pytest.fixture
 def make_user(django_user_model):
     def make(username, **fields):
