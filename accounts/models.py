@@ -12,11 +12,21 @@ class User(AbstractUser):
         # set_password() leaves the new password in _password until save;
         # after it, every session made with the old password is invalid.
         password_changed = self._password is not None and self.pk is not None
+        name_changed = self.pk is not None and self._state.db is not None and self._display_name_changed()
         super().save(*args, **kwargs)
+        if name_changed:
+            from messaging.queries import bump_authors_version
+
+            # Cached history pages embed author names.
+            bump_authors_version()
         if password_changed:
             from chatproject.realtime import publish_on_commit, user_group
 
             publish_on_commit(user_group(self.pk), {"type": "user.credentials_changed"}, using="default")
+
+    def _display_name_changed(self) -> bool:
+        stored = type(self).objects.filter(pk=self.pk).values_list("display_name", "username").first()
+        return stored is not None and stored != (self.display_name, self.username)
 
     def get_display_name(self) -> str:
         return self.display_name or self.username

@@ -7,6 +7,7 @@ read from one shard.
 import logging
 from collections import defaultdict
 
+from django.core.cache import cache
 from django.db import DatabaseError
 
 from messaging.models import Message
@@ -44,6 +45,44 @@ def messages_before(room_id: int, before_seq: int | None, limit: int = RECENT_PA
     rows = list(rows.order_by("-seq")[: limit + 1])
     has_more = len(rows) > limit
     return message_dicts(reversed(rows[:limit])), has_more
+
+
+RECENT_PAGE_CACHE_SECONDS = 600
+AUTHORS_VERSION_KEY = "recent-page:authors-version"
+
+
+def _cache_call(function, *args, default=None):
+    """Call a cache method; a failing cache (Redis down) counts as a miss."""
+    try:
+        return function(*args)
+    except Exception as error:
+        logger.warning("History cache %s failed: %s", function.__name__, error)
+        return default
+
+
+def recent_page(room_id: int, limit: int = RECENT_PAGE_SIZE) -> tuple[list[dict], bool]:
+    """Return messages_before(room_id, None, limit), cached per room state.
+
+    The key holds the room's last_seq, so a new message makes a new key and
+    old entries simply expire; it also holds a version that any change of
+    a display name bumps (bump_authors_version), since pages embed authors.
+    Reading last_seq is one primary-key lookup on the shard.
+    """
+    alias = shard_for_room(room_id)
+    last_seq = last_seqs(alias, [room_id])[room_id]
+    version = _cache_call(cache.get, AUTHORS_VERSION_KEY, default=0) or 0
+    key = f"recent-page:{room_id}:{last_seq}:{limit}:{version}"
+    page = _cache_call(cache.get, key)
+    if page is None:
+        page = messages_before(room_id, None, limit)
+        _cache_call(cache.set, key, page, RECENT_PAGE_CACHE_SECONDS)
+    return page
+
+
+def bump_authors_version() -> None:
+    """Invalidate every cached recent page (an author's display name changed)."""
+    if _cache_call(cache.add, AUTHORS_VERSION_KEY, 1, None, default=True) is False:
+        _cache_call(cache.incr, AUTHORS_VERSION_KEY)
 
 
 def last_seqs_for_rooms(room_ids) -> dict[int, int | None]:

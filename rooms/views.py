@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 
 from chatproject.errors import ChatError, InvalidInput
 from messaging.actions import send_message
-from messaging.queries import RECENT_PAGE_SIZE, messages_before
+from messaging.queries import RECENT_PAGE_SIZE, messages_before, recent_page
 from rooms.access import access_room_for_viewer
 from rooms.actions import add_member, create_room, join_room, leave_room, open_direct_room, remove_member
 from rooms.forms import CreateRoomForm, MessageForm, UsernameForm
@@ -143,7 +143,10 @@ def _parse_before(value) -> int | None:
 
 
 def _render_room(request, room, membership, before=None, body="", client_id=None, send_error=None):
-    page, has_older = messages_before(room.pk, before, RECENT_PAGE_SIZE)
+    if before is None:
+        page, has_older = recent_page(room.pk, RECENT_PAGE_SIZE)
+    else:
+        page, has_older = messages_before(room.pk, before, RECENT_PAGE_SIZE)
     _with_times(page)
     is_direct = room.kind == Room.Kind.DIRECT
     partners = _direct_partners(request.user, [room.pk]) if is_direct else {}

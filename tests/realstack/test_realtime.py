@@ -243,7 +243,9 @@ def test_sigkill_restart_loses_nothing(make_user, servers):
     server = servers.start()
     per_client = 12
 
-    async def run_client(index: int, key: str, crashed: asyncio.Event, restarted: asyncio.Event) -> dict:
+    async def run_client(
+        index: int, key: str, crashed: asyncio.Event, restarted: asyncio.Event, all_sent: asyncio.Barrier
+    ) -> dict:
         """Send per_client messages; on a lost socket reconnect, resend what was not acked, and sync."""
         client = await Client.open(server, key)
         acked: dict[str, dict] = {}
@@ -275,6 +277,10 @@ def test_sigkill_restart_loses_nothing(make_user, servers):
                 crashed.set()
             await asyncio.sleep(0.05)
 
+        # Sync once every client has sent everything; a client that
+        # finished early would otherwise miss the others' last messages.
+        await all_sent.wait()
+        await asyncio.sleep(0.5)
         live = seen_seqs(client, room.pk)
         synced = await client.sync(room.pk, 0)
         await client.close()
@@ -282,7 +288,10 @@ def test_sigkill_restart_loses_nothing(make_user, servers):
 
     async def scenario():
         crashed, restarted = asyncio.Event(), asyncio.Event()
-        tasks = [asyncio.create_task(run_client(index, key, crashed, restarted)) for index, key in enumerate(keys)]
+        all_sent = asyncio.Barrier(len(keys))
+        tasks = [
+            asyncio.create_task(run_client(index, key, crashed, restarted, all_sent)) for index, key in enumerate(keys)
+        ]
         await asyncio.wait_for(crashed.wait(), 60)
         await asyncio.to_thread(server.restart, signal.SIGKILL)
         restarted.set()
