@@ -1,0 +1,44 @@
+"""The project's ASGI application with benchmark switches read from the environment.
+
+BENCH_GC=freeze         gc.collect() then gc.freeze() once the application is
+                        imported, so the start-up heap is never scanned again.
+BENCH_GC=freeze-tuned   the same, plus gc.set_threshold(50_000, 20, 100).
+BENCH_GC_STATS=PATH     write collection counts and seconds per generation
+                        to PATH as JSON when the process exits.
+"""
+
+import atexit
+import gc
+import json
+import os
+import time
+
+from chatproject.asgi import application  # noqa: F401  (served by this module)
+
+GC_MODE = os.environ.get("BENCH_GC", "")
+if GC_MODE not in ("", "freeze", "freeze-tuned"):
+    raise RuntimeError(f"BENCH_GC={GC_MODE!r} is invalid; use freeze or freeze-tuned.")
+if GC_MODE:
+    gc.collect()
+    gc.freeze()
+if GC_MODE == "freeze-tuned":
+    gc.set_threshold(50_000, 20, 100)
+
+_stats_path = os.environ.get("BENCH_GC_STATS")
+if _stats_path:
+    _seconds = [0.0, 0.0, 0.0]
+    _started = [0.0]
+
+    def _time_collection(phase, info):
+        if phase == "start":
+            _started[0] = time.perf_counter()
+        else:
+            _seconds[info["generation"]] += time.perf_counter() - _started[0]
+
+    def _write_stats():
+        stats = gc.get_stats()
+        with open(_stats_path, "w", encoding="utf-8") as file:
+            json.dump({"seconds": _seconds, "collections": [entry["collections"] for entry in stats]}, file)
+
+    gc.callbacks.append(_time_collection)
+    atexit.register(_write_stats)
