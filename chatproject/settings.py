@@ -56,7 +56,17 @@ ALLOWED_HOSTS = env_list(
 )
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required outside the embedded default.")
+for _host in ALLOWED_HOSTS:
+    if "://" in _host or "/" in _host:
+        raise ImproperlyConfigured(
+            f"DJANGO_ALLOWED_HOSTS has {_host!r}; give host names only, such as chat.example.com."
+        )
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(
+            f"DJANGO_CSRF_TRUSTED_ORIGINS has {_origin!r}; give origins with a scheme, such as https://chat.example.com."
+        )
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 
 SECURE_COOKIES = env_bool("DJANGO_SECURE_COOKIES", default=not EMBEDDED)

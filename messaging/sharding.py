@@ -81,6 +81,15 @@ class BucketMap:
                     f"configured; configured shards: {', '.join(settings.MESSAGE_SHARDS)}."
                 )
             rows[bucket] = BucketPlacement(alias, frozen)
+        # A row beyond the bucket count means MESSAGE_BUCKETS was lowered,
+        # which would silently move rooms to other buckets and shards.
+        # NOTE: raising MESSAGE_BUCKETS moves rooms too, but leaves no such
+        # trace in the map, so it goes undetected.
+        if rows and max(rows) >= settings.MESSAGE_BUCKETS:
+            raise ImproperlyConfigured(
+                f"The bucket map has bucket {max(rows)} but MESSAGE_BUCKETS is {settings.MESSAGE_BUCKETS}; "
+                f"MESSAGE_BUCKETS must stay at the value the map was made with."
+            )
         self._rows = rows
         self._loaded_at = time.monotonic()
 

@@ -7,10 +7,13 @@ error or a flash message; RoomNotFound becomes a 404 and Forbidden or
 NotMember a 403, never a 500.
 """
 
+import logging
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import DatabaseError
 from django.db.models import Case, Count, IntegerField, Value, When
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -40,6 +43,8 @@ ROLE_ORDER = Case(
     default=Value(2),
     output_field=IntegerField(),
 )
+
+logger = logging.getLogger(__name__)
 
 
 def _raise_if_denied(error: ChatError) -> None:
@@ -143,10 +148,17 @@ def _parse_before(value) -> int | None:
 
 
 def _render_room(request, room, membership, before=None, body="", client_id=None, send_error=None):
-    if before is None:
-        page, has_older = recent_page(room.pk, RECENT_PAGE_SIZE)
-    else:
-        page, has_older = messages_before(room.pk, before, RECENT_PAGE_SIZE)
+    try:
+        if before is None:
+            page, has_older = recent_page(room.pk, RECENT_PAGE_SIZE)
+        else:
+            page, has_older = messages_before(room.pk, before, RECENT_PAGE_SIZE)
+    except DatabaseError:
+        # The room's shard is down: show the page without history; the live
+        # script syncs the messages once the shard answers again.
+        logger.warning("History of room %s is unavailable", room.pk, exc_info=True)
+        messages.error(request, _("This room's messages are temporarily unavailable; try again shortly."))
+        page, has_older = [], False
     _with_times(page)
     is_direct = room.kind == Room.Kind.DIRECT
     partners = _direct_partners(request.user, [room.pk]) if is_direct else {}

@@ -259,3 +259,15 @@ def test_bucket_map_unknown_alias_raises(alice, general):
     assert Membership.objects.filter(room=general).count() == 2
     for alias in settings.MESSAGE_SHARDS:
         assert Message.objects.using(alias).count() == 0
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_bucket_beyond_count_rejected(settings):
+    ShardBucket.objects.create(bucket=settings.MESSAGE_BUCKETS, alias="shard_0")
+    bucket_map.invalidate()
+
+    with pytest.raises(ImproperlyConfigured, match="MESSAGE_BUCKETS"):
+        shard_for_room(1)
+
+    ShardBucket.objects.all().delete()
+    bucket_map.invalidate()
