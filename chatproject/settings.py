@@ -172,8 +172,8 @@ if REDIS_URL:
         }
     }
     # Sessions are read from Redis and written through to the main
-    # database, so a Redis restart logs nobody out.
-    # cached_db sessions that fall back to the database while Redis is down.
+    # database, so a Redis restart logs no one out. While Redis is down,
+    # chatproject.sessions reads and writes the database alone.
     SESSION_ENGINE = "chatproject.sessions"
     CHANNEL_LAYERS = {
         "default": build_channel_layer(

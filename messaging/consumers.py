@@ -66,7 +66,7 @@ ASGI_EVENTS = frozenset({"websocket.connect", "websocket.receive", "websocket.di
 # The sockets' database work runs on this many threads per process, each
 # with its own connection to each database it uses. Channels' default runs
 # it all on one thread, where one hung shard or one held row lock stalls
-# every room of the process; with a pool, other rooms keep going. The pool
+# every room of the process. With a pool, other rooms keep going. The pool
 # also bounds the process's connections: DB_THREADS x databases.
 DB_THREADS = settings.CHAT_DB_THREADS
 _db_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="chat-db")
@@ -238,7 +238,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ChatError as error:
             await self.send_error(error, client_id)
         except Exception:
-            # A bug must cost one frame, not the socket: log it and answer.
+            # A bug must cost one frame, not the socket: log it and reply.
             logger.exception("Frame %s from user %s failed", frame_type, self.user.pk)
             await self.send_error(InternalError(), client_id)
         finally:

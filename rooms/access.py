@@ -42,6 +42,6 @@ def is_member(user_id: int, room_id: int) -> bool:
 
 
 def require_member(user, room_id) -> None:
-    """Raise NotMember unless `user` is a member; answered from the cache."""
+    """Raise NotMember unless `user` is a member, reading the membership cache."""
     if not is_member(user.pk, room_id):
         raise NotMember(room=room_id)
