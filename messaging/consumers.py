@@ -67,7 +67,8 @@ ASGI_EVENTS = frozenset({"websocket.connect", "websocket.receive", "websocket.di
 # with its own connection to each database it uses. Channels' default runs
 # it all on one thread, where one hung shard or one held row lock stalls
 # every room of the process. With a pool, other rooms keep going. The pool
-# also bounds the process's connections: DB_THREADS x databases.
+# also bounds the process's connections: (DB_THREADS + 1) x databases, with
+# Channels' own thread, which reads the session and user at each handshake.
 DB_THREADS = settings.CHAT_DB_THREADS
 _db_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="chat-db")
 
