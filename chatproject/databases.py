@@ -238,8 +238,9 @@ def build_channel_layer(backend: str, url: str, max_connections: int, socket_tim
         # Each socket may queue this many events before new ones are dropped.
         # Clients recover dropped chat events with sync.
         config["capacity"] = 500
-        # The room hub of a process (messaging.fanout) receives every room
-        # event of the process on one channel.
-        config["channel_capacity"] = {re.compile(r"^chathub"): 10000}
+        # This layer stores all process-local ("specific.") channels of a
+        # process under one key, so their capacity is shared by every socket
+        # and the room hub (messaging.fanout) of the process.
+        config["channel_capacity"] = {re.compile(r"^specific\."): 10000}
         config["expiry"] = 60
     return {"BACKEND": backend, "CONFIG": config}

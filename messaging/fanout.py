@@ -24,6 +24,20 @@ from chatproject.realtime import room_group
 logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "chathub"
+
+
+def channel_prefix(layer) -> str:
+    """Return the prefix for the hub's channel name on `layer`.
+
+    channels_redis' RedisChannelLayer (4.3) reads every process-local
+    channel through one loop that only serves names starting "specific.";
+    a hub channel under another prefix starved behind the sockets' own
+    channels and received only the first event. The other layers take any
+    prefix, and "chathub" lets the in-memory layer give it its own capacity.
+    """
+    if type(layer).__name__ == "RedisChannelLayer":
+        return "specific"
+    return CHANNEL_PREFIX
 # Channels' layers let group memberships expire (a day by default in
 # channels_redis core); the hub adds its groups again well before that.
 GROUP_REFRESH_SECONDS = 3600
@@ -43,7 +57,7 @@ class RoomHub:
             return
         async with self._start_lock:
             if self.channel_name is None:
-                channel_name = await self.layer.new_channel(prefix=CHANNEL_PREFIX)
+                channel_name = await self.layer.new_channel(prefix=channel_prefix(self.layer))
                 self._tasks = [
                     asyncio.create_task(self._read_forever(channel_name)),
                     asyncio.create_task(self._refresh_forever(channel_name)),
