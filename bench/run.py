@@ -171,8 +171,8 @@ def full_scenarios() -> list[Scenario]:
             phases="idle",
             # Longer than the consumer's 30 s (±20 %) revalidation period,
             # so every socket revalidates at least once in the window.
-            # One retry pass: a server that rejects handshakes here is
-            # saturated, and more passes only lengthen the run.
+            # Only one retry pass, because a server that rejects handshakes
+            # here is saturated and more passes only lengthen the run.
             loadgen_args=["--idle-seconds", "40", "--connect-concurrency", "100", "--connect-retries", "1"],
             targets=[BASELINE, DAPHNE_MEMORY, DAPHNE_PUBSUB],
         ),

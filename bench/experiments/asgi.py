@@ -5,6 +5,10 @@ BENCH_GC=freeze         gc.collect() then gc.freeze() once the application is
 BENCH_GC=freeze-tuned   the same, plus gc.set_threshold(50_000, 20, 100).
 BENCH_GC_STATS=PATH     write collection counts and seconds per generation
                         to PATH as JSON when the process exits.
+
+NOTE: the statistics are written by an atexit hook, so a server that the
+harness has to kill after its stop timeout leaves no file. In the runs
+recorded in docs/benchmarks.md, uvicorn with 5,000 sockets wrote none.
 """
 
 import atexit
