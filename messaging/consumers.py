@@ -126,6 +126,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.revalidate_task = None
         if self.user is None or not self.user.is_authenticated or not self.user.is_active:
             # Closing before accept rejects the handshake with HTTP 403.
+            logger.info("Rejected a WebSocket handshake without a valid session or active account")
             await self.close()
             return
         session = self.scope.get("session")

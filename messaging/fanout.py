@@ -49,6 +49,10 @@ class RoomHub:
         self.layer = layer
         self.channel_name: str | None = None
         self.sockets: dict[int, set] = defaultdict(set)
+        # Resolved once the group_add for a room has returned. A socket that
+        # joins while it is in flight waits for it before reading last_seq,
+        # or a message committed in between would reach neither.
+        self._subscribed: dict[int, asyncio.Future] = {}
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
 
@@ -66,14 +70,24 @@ class RoomHub:
 
     async def subscribe(self, consumer, room_id: int) -> None:
         await self._ensure_started()
-        first = not self.sockets[room_id]
         self.sockets[room_id].add(consumer)
-        if first:
+        subscribed = self._subscribed.get(room_id)
+        if subscribed is None:
+            subscribed = self._subscribed[room_id] = asyncio.get_running_loop().create_future()
             try:
                 await self.layer.group_add(room_group(room_id), self.channel_name)
-            except Exception:
+            except Exception as error:
+                del self._subscribed[room_id]
+                subscribed.set_exception(error)
+                subscribed.exception()  # retrieved, so asyncio does not log it as unhandled
                 self._discard(consumer, room_id)
                 raise
+            subscribed.set_result(None)
+        try:
+            await asyncio.shield(subscribed)
+        except Exception:
+            self._discard(consumer, room_id)
+            raise
 
     async def unsubscribe(self, consumer, room_id: int) -> None:
         if self._discard(consumer, room_id) and self.channel_name is not None:
@@ -88,6 +102,7 @@ class RoomHub:
         if members:
             return False
         del self.sockets[room_id]
+        self._subscribed.pop(room_id, None)
         return True
 
     def is_subscribed(self, consumer, room_id: int) -> bool:
