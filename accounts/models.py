@@ -12,7 +12,11 @@ class User(AbstractUser):
         # set_password() leaves the new password in _password until save;
         # after it, every session made with the old password is invalid.
         password_changed = self._password is not None and self.pk is not None
-        name_changed = self.pk is not None and self._state.db is not None and self._display_name_changed()
+        # Skip the extra read for saves that cannot touch a name, such as
+        # the last_login update on every log-in.
+        update_fields = kwargs.get("update_fields")
+        may_rename = update_fields is None or {"display_name", "username"} & set(update_fields)
+        name_changed = bool(may_rename) and self.pk is not None and self._state.db is not None and self._display_name_changed()
         super().save(*args, **kwargs)
         if name_changed:
             from messaging.queries import bump_authors_version

@@ -25,7 +25,7 @@ from messaging import frames
 from messaging.actions import send_message
 from messaging.fanout import get_hub
 from messaging.payloads import frame_text
-from messaging.queries import DEFAULT_SYNC_BATCH, messages_after, room_summaries
+from messaging.queries import DEFAULT_SYNC_BATCH, member_rooms, messages_after, room_summaries, summarise_rooms
 from messaging.socket_checks import SocketState, socket_still_valid
 from rooms.access import is_member
 
@@ -137,12 +137,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # between is queued for this socket rather than missed.
         try:
             await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
-            room_ids = await db_hop(self._member_room_ids)()
+            memberships = await db_hop(member_rooms)(self.user)
             hub = get_hub()
-            for room_id in room_ids:
-                await hub.subscribe(self, room_id)
-                self.room_ids.add(room_id)
-            rooms = await db_hop(room_summaries)(self.user)
+            for membership in memberships:
+                await hub.subscribe(self, membership.room_id)
+                self.room_ids.add(membership.room_id)
+            rooms = await db_hop(summarise_rooms)(memberships)
         except Exception:
             # Leave no group membership behind for a socket that never opened.
             # Accept, then close with 1011: a rejected handshake (403) means a
@@ -156,11 +156,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.send_frame({"type": "hello", "user": self.user.public_dict(), "rooms": rooms})
         self.revalidate_task = asyncio.create_task(self._revalidate_forever())
-
-    def _member_room_ids(self) -> list[int]:
-        from rooms.models import Membership
-
-        return list(Membership.objects.filter(user_id=self.user.pk).values_list("room_id", flat=True))
 
     async def disconnect(self, code):
         if self.revalidate_task is not None:

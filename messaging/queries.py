@@ -104,14 +104,18 @@ def last_seqs_for_rooms(room_ids) -> dict[int, int | None]:
     return result
 
 
-def room_summaries(user, room_ids=None) -> list[dict]:
-    """Return the rooms `user` belongs to, as sent in hello and room.joined frames."""
+def member_rooms(user, room_ids=None) -> list:
+    """Return the user's memberships with their rooms, ordered by room name."""
     from rooms.models import Membership
 
     memberships = Membership.objects.filter(user_id=user.pk).select_related("room").order_by("room__name", "room_id")
     if room_ids is not None:
         memberships = memberships.filter(room_id__in=list(room_ids))
-    memberships = list(memberships)
+    return list(memberships)
+
+
+def summarise_rooms(memberships) -> list[dict]:
+    """Return room objects as sent in hello and room.joined frames, with last_seq."""
     seqs = last_seqs_for_rooms(membership.room_id for membership in memberships)
     return [
         {
@@ -124,3 +128,8 @@ def room_summaries(user, room_ids=None) -> list[dict]:
         }
         for membership in memberships
     ]
+
+
+def room_summaries(user, room_ids=None) -> list[dict]:
+    """Return the rooms `user` belongs to, as sent in hello and room.joined frames."""
+    return summarise_rooms(member_rooms(user, room_ids))

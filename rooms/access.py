@@ -9,16 +9,6 @@ from chatproject.errors import NotMember, RoomNotFound
 from rooms.models import Membership, Room
 
 
-def access_room_for_member(user, room_id) -> tuple[Room, Membership]:
-    """Return (room, membership); raise NotMember unless `user` is a member."""
-    membership = (
-        Membership.objects.select_related("room").filter(room_id=room_id, user_id=user.pk).first()
-    )
-    if membership is None:
-        raise NotMember(room=room_id)
-    return membership.room, membership
-
-
 def access_room_for_viewer(user, room_id) -> tuple[Room, Membership | None]:
     """Return (room, membership or None) for a room the user may look at.
 
