@@ -126,7 +126,7 @@ TEMPLATES = [
     },
 ]
 
-# Databases: "default" holds users, rooms and memberships; the message
+# Databases: "default" contains users, rooms and memberships. The message
 # shards are "shard_0", "shard_1", ... in the order of MESSAGE_SHARD_URLS.
 DATABASES, MESSAGE_SHARDS = build_databases(
     data_dir=DATA_DIR,

@@ -13,8 +13,8 @@ from chatproject.errors import ChatError
 
 MAX_FRAME_CHARACTERS = 64 * 1024
 
-# Fields of a message that only the server sets; a client that sends one is
-# told so by name instead of having it silently ignored.
+# Fields of a message that only the server sets. A client that sends one
+# gets an error naming it instead of having it silently ignored.
 SERVER_OWNED_FIELDS = frozenset({"id", "seq", "author", "author_id", "created_at", "message", "user"})
 
 

@@ -63,9 +63,10 @@ def _cache_call(function, *args, default=None):
 def recent_page(room_id: int, limit: int = RECENT_PAGE_SIZE) -> tuple[list[dict], bool]:
     """Return messages_before(room_id, None, limit), cached per room state.
 
-    The key holds the room's last_seq, so a new message makes a new key and
-    old entries simply expire; it also holds a version that any change of
-    a display name bumps (bump_authors_version), since pages embed authors.
+    The key contains the room's last_seq, so a new message makes a new key
+    and old entries simply expire. It also contains a version that any
+    change of a display name bumps (bump_authors_version), because pages
+    embed authors.
     Reading last_seq is one primary-key lookup on the shard.
     """
     alias = shard_for_room(room_id)

@@ -1,9 +1,9 @@
 """Room actions: create, join, leave, add and remove members, direct rooms.
 
 Pages, the REST API and the WebSocket consumer all call these functions, so
-each rule lives here once. Every change of membership tells the affected
-user's open sockets through the channel layer after the transaction
-commits; a socket subscribes to or drops the room when it hears of it.
+each rule lives here once. Every change of membership is published to the
+affected user's open sockets through the channel layer after the
+transaction commits, and each socket then subscribes to or drops the room.
 """
 
 import logging

@@ -1,6 +1,6 @@
 """Cached membership lookups, used on every send and sync frame.
 
-The cache (Redis in production, so shared by every process) holds each
+The cache (Redis in production, so shared by every process) stores each
 (room, user) pair's role, or "" for "not a member", for
 MEMBERSHIP_CACHE_SECONDS. Every change to a Membership row deletes its
 entry, both at once and again after the transaction commits, so a reader

@@ -154,8 +154,8 @@ def _render_room(request, room, membership, before=None, body="", client_id=None
         else:
             page, has_older = messages_before(room.pk, before, RECENT_PAGE_SIZE)
     except DatabaseError:
-        # The room's shard is down: show the page without history; the live
-        # script syncs the messages once the shard answers again.
+        # The room's shard is down, so show the page without history. The
+        # live script syncs the messages once the shard is back.
         logger.warning("History of room %s is unavailable", room.pk, exc_info=True)
         messages.error(request, _("This room's messages are temporarily unavailable; try again shortly."))
         page, has_older = [], False
