@@ -24,9 +24,9 @@ class User(AbstractUser):
             # Cached history pages embed author names.
             bump_authors_version()
         if password_changed:
-            from chatproject.realtime import publish_on_commit, user_group
+            from chatproject.realtime import publish_to_user
 
-            publish_on_commit(user_group(self.pk), {"type": "user.credentials_changed"}, using="default")
+            publish_to_user(self.pk, {"type": "user.credentials_changed"}, using="default")
 
     def _display_name_changed(self) -> bool:
         stored = type(self).objects.filter(pk=self.pk).values_list("display_name", "username").first()

@@ -89,6 +89,19 @@ def publish(group: str, event: dict) -> None:
     async_to_sync(_group_send)(group, event)
 
 
+def publish_to_user(user_id: int, event: dict, using: str | None = None) -> None:
+    """Publish an event to every socket of one user, after `using` commits if given.
+
+    The event names its user, so a process's hub (messaging.fanout) can
+    route it to that user's local sockets.
+    """
+    event = {**event, "user": user_id}
+    if using is None:
+        publish(user_group(user_id), event)
+    else:
+        publish_on_commit(user_group(user_id), event, using=using)
+
+
 def publish_on_commit(group: str, event: dict, using: str) -> None:
     """Publish once the transaction on `using` commits (at once outside one)."""
     from django.db import transaction

@@ -9,23 +9,24 @@ method-name dispatch, which serves channel-layer events alone.
 import asyncio
 import json
 import logging
-import random
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils.translation import gettext as _
 
 from chatproject.errors import ChatError, InternalError, NotMember, RateLimited
-from chatproject.realtime import user_group
 from messaging import frames
 from messaging.actions import send_message
 from messaging.fanout import get_hub
 from messaging.payloads import frame_text
-from messaging.queries import DEFAULT_SYNC_BATCH, member_rooms, messages_after, room_summaries, summarise_rooms
+from messaging.queries import DEFAULT_SYNC_BATCH, messages_after, room_summaries
+from messaging.socket_auth import open_socket, session_key_from_scope
 from messaging.socket_checks import SocketState, socket_still_valid
 from rooms.access import is_member
 
@@ -48,17 +49,18 @@ CREDENTIALS_SETTLE_SECONDS = 2
 RATE_BURST = 30
 RATE_PER_SECOND = 10.0
 
-# Channel-layer events this consumer handles. None of them needs the
-# database hop that Channels runs before every handler by default, and
-# handlers that do use the database go through database_sync_to_async,
-# which cleans up connections itself.
-LAYER_EVENTS = frozenset(
+# Events for one user that the process's hub hands to each of the user's
+# sockets (messaging.fanout), plus "revalidate" from the process's
+# revalidation sweep. Their handlers run one at a time per socket, between
+# client frames, never during one.
+USER_EVENTS = frozenset(
     {
         "membership.joined",
         "membership.left",
         "session.ended",
         "user.deactivated",
         "user.credentials_changed",
+        "revalidate",
     }
 )
 ASGI_EVENTS = frozenset({"websocket.connect", "websocket.receive", "websocket.disconnect"})
@@ -68,8 +70,8 @@ ASGI_EVENTS = frozenset({"websocket.connect", "websocket.receive", "websocket.di
 # with its own connection to each database it uses. Channels' default runs
 # it all on one thread, where one hung shard or one held row lock stalls
 # every room of the process. With a pool, other rooms keep going. The pool
-# also bounds the process's connections: (DB_THREADS + 1) x databases, with
-# Channels' own thread, which reads the session and user at each handshake.
+# also bounds the process's connections to DB_THREADS x databases; the
+# handshake's session and user are read here too (messaging.socket_auth).
 DB_THREADS = settings.CHAT_DB_THREADS
 _db_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="chat-db")
 
@@ -98,78 +100,150 @@ class TokenBucket:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # Consumer state is set in connect; these defaults cover a socket whose
+    # handshake failed before it got there.
+    user = None
+    session_key = None
+    revalidating = False
+
+    async def __call__(self, scope, receive, send):
+        # Replaces AsyncConsumer.__call__, which gives every socket a channel
+        # of its own and a second reader task on it. The process's hub
+        # routes this socket's room and user events to it directly, so it
+        # reads from the server alone.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        # Client frames and user events take turns under this lock, so an
+        # event never lands in the middle of a frame's handling.
+        self.turn = asyncio.Lock()
+        self.pending_events: list[dict] = []
+        self.event_task: asyncio.Task | None = None
+        self.room_ids: set[int] = set()
+        # While True, room events wait in deferred_texts: during connect
+        # (until hello is out) and while a client frame is being handled.
+        self.handling_frame = True
+        self.deferred_texts: list[str] = []
+        try:
+            while True:
+                message = await receive()
+                async with self.turn:
+                    await self.dispatch(message)
+        except StopConsumer:
+            pass
+        finally:
+            if self.event_task is not None:
+                self.event_task.cancel()
+
     async def dispatch(self, message):
         # Replaces AsyncConsumer.dispatch: it skips the database clean-up hop
         # for every event and drops (instead of crashing on) unknown types.
-        event_type = message.get("type")
-        if event_type not in LAYER_EVENTS and event_type not in ASGI_EVENTS:
-            logger.warning("Dropped channel-layer event of unknown type %r", event_type)
+        if message.get("type") not in ASGI_EVENTS:
+            logger.warning("Dropped a server event of unknown type %r", message.get("type"))
             return
-        handler = getattr(self, get_handler_name(message))
-        if event_type in ASGI_EVENTS:
-            await handler(message)
-            return
+        await getattr(self, get_handler_name(message))(message)
+
+    def post_event(self, event: dict) -> None:
+        """Queue a user event for this socket; called by the hub, never blocks."""
+        self.pending_events.append(event)
+        if self.event_task is None:
+            self.event_task = asyncio.get_running_loop().create_task(self._handle_events())
+
+    async def _handle_events(self) -> None:
         try:
-            await handler(message)
-        except Exception:
-            # One failed event (say, Redis unreachable during group_add) must
-            # not close the socket; revalidation repairs subscriptions later.
-            logger.exception("Handling %s for user %s failed", event_type, getattr(getattr(self, "user", None), "pk", None))
+            while self.pending_events:
+                event = self.pending_events.pop(0)
+                event_type = event.get("type")
+                if event_type not in USER_EVENTS:
+                    logger.warning("Dropped a user event of unknown type %r", event_type)
+                    continue
+                async with self.turn:
+                    if self.user is None:
+                        # Closed (or never opened) while the event waited.
+                        return
+                    try:
+                        await getattr(self, get_handler_name(event))(event)
+                    except Exception:
+                        # One failed event (say, Redis unreachable during a
+                        # group_add) must not close the socket; revalidation
+                        # repairs subscriptions later.
+                        logger.exception("Handling %s for user %s failed", event_type, self.user.pk)
+        finally:
+            self.event_task = None
 
     # Connection life cycle
 
     async def connect(self):
-        self.user = self.scope.get("user")
-        self.room_ids: set[int] = set()
-        self.handling_frame = False
-        self.deferred_texts: list[str] = []
-        self.revalidate_task = None
-        if self.user is None or not self.user.is_authenticated or not self.user.is_active:
+        session_key = session_key_from_scope(self.scope)
+        try:
+            opened = await db_hop(open_socket)(session_key)
+        except Exception:
+            logger.exception("Reading the session of a WebSocket handshake failed")
+            await self._fail_open()
+            return
+        if opened is None:
             # Closing before accept rejects the handshake with HTTP 403.
             logger.info("Rejected a WebSocket handshake without a valid session or active account")
             await self.close()
             return
-        session = self.scope.get("session")
-        self.session_key = session.session_key if session is not None else None
+        self.user, room_ids = opened
+        self.session_key = session_key
         self.rate = TokenBucket(RATE_BURST, RATE_PER_SECOND)
 
         # Subscribe before reading last_seq, so a message committed in
-        # between is queued for this socket rather than missed.
+        # between is delivered to this socket rather than missed. The user's
+        # group comes first for the same reason: a membership change after
+        # it arrives as an event, one before it shows in the second read.
+        hub = get_hub()
         try:
-            await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
-            memberships = await db_hop(member_rooms)(self.user)
-            hub = get_hub()
-            for membership in memberships:
-                await hub.subscribe(self, membership.room_id)
-                self.room_ids.add(membership.room_id)
-            rooms = await db_hop(summarise_rooms)(memberships)
+            await hub.subscribe_user(self, self.user.pk)
+            for room_id in room_ids:
+                await hub.subscribe(self, room_id)
+                self.room_ids.add(room_id)
+            rooms = await db_hop(room_summaries)(self.user)
         except Exception:
-            # Leave no group membership behind for a socket that never opened.
-            # Accept, then close with 1011: a rejected handshake (403) means a
-            # bad session to clients, which would send the user to log in.
             logger.exception("Opening a socket for user %s failed", self.user.pk)
-            await self._unsubscribe_all()
-            await self.accept()
-            await self.close(code=CLOSE_SERVER_ERROR)
+            await self._fail_open()
             return
+
+        # Rooms joined or left between the two reads: a joined room is
+        # announced after hello, once subscribed (membership_joined reads
+        # its last_seq only then); a left one is dropped.
+        current = {room["id"] for room in rooms}
+        joined_meanwhile = current - self.room_ids
+        for room_id in self.room_ids - current:
+            await self.membership_left({"room": room_id}, announce=False)
+        rooms = [room for room in rooms if room["id"] not in joined_meanwhile]
 
         await self.accept()
         await self.send_frame({"type": "hello", "user": self.user.public_dict(), "rooms": rooms})
-        self.revalidate_task = asyncio.create_task(self._revalidate_forever())
+        await self._flush_deferred()
+        for room_id in joined_meanwhile:
+            self.post_event({"type": "membership.joined", "room": room_id})
+        get_revalidation_sweep().add(self)
+
+    async def _fail_open(self) -> None:
+        # Leave no group membership behind for a socket that never opened.
+        # Accept, then close with 1011: a rejected handshake (403) means a
+        # bad session to clients, which would send the user to log in.
+        await self._unsubscribe_all()
+        self.user = None
+        await self.accept()
+        await self.close(code=CLOSE_SERVER_ERROR)
 
     async def disconnect(self, code):
-        if self.revalidate_task is not None:
-            self.revalidate_task.cancel()
-        if getattr(self, "user", None) is None or not self.user.is_authenticated:
-            return
+        get_revalidation_sweep().discard(self)
         await self._unsubscribe_all()
+        self.user = None
 
     async def _unsubscribe_all(self) -> None:
+        if self.user is None:
+            return
         hub = get_hub()
         try:
             for room_id in list(self.room_ids):
                 await hub.unsubscribe(self, room_id)
-            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+            await hub.unsubscribe_user(self, self.user.pk)
         except Exception:
             # Redis gone: its group entries expire with the layer's group_expiry.
             logger.warning("Could not leave the groups of user %s's socket", self.user.pk, exc_info=True)
@@ -252,7 +326,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.handling_frame:
             self.deferred_texts.append(text)
         else:
-            await self.send(text_data=text)
+            await self.base_send({"type": "websocket.send", "text": text})
 
     async def _flush_deferred(self) -> None:
         # Events that arrive while earlier ones are being sent join the queue,
@@ -307,12 +381,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if new:
             await self.send_frame({"type": "room.joined", "room": summaries[0]})
 
-    async def membership_left(self, event):
+    async def membership_left(self, event, announce=True):
         room_id = event["room"]
         was_member = room_id in self.room_ids
         self.room_ids.discard(room_id)
         await get_hub().unsubscribe(self, room_id)
-        if was_member:
+        if was_member and announce:
             await self.send_frame({"type": "room.left", "room": room_id})
 
     async def session_ended(self, event):
@@ -325,21 +399,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def user_credentials_changed(self, event):
         # Every session but the one that changed the password now fails
         # revalidation. That one is re-hashed by the view right after the
-        # save that sent this event, so give the view a moment to finish.
-        await asyncio.sleep(CREDENTIALS_SETTLE_SECONDS)
-        await self.revalidate()
+        # save that sent this event, so give the view a moment to finish
+        # (without holding up the socket's frames meanwhile).
+        asyncio.get_running_loop().call_later(CREDENTIALS_SETTLE_SECONDS, self.post_event, {"type": "revalidate"})
 
     # Periodic repair
 
-    async def _revalidate_forever(self):
-        try:
-            while True:
-                await asyncio.sleep(REVALIDATE_SECONDS * random.uniform(0.8, 1.2))
-                await self.revalidate()
-        except asyncio.CancelledError:
-            pass
-
-    async def revalidate(self) -> None:
+    async def revalidate(self, event=None) -> None:
         """Re-read session, account and memberships; close or resubscribe to match."""
         try:
             state, room_ids = await db_hop(socket_still_valid)(self.user.pk, self.session_key)
@@ -356,6 +422,53 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.membership_joined({"room": room_id})
         for room_id in self.room_ids - set(room_ids):
             await self.membership_left({"room": room_id})
+
+
+class RevalidationSweep:
+    """Posts a "revalidate" event to each open socket of a process, in turn.
+
+    One task per process walks the sockets, spread evenly over
+    REVALIDATE_SECONDS, instead of a sleeping task per socket, which cost
+    memory for every idle socket and bunched its queries at random.
+    """
+
+    def __init__(self):
+        self.sockets: set = set()
+        self.task: asyncio.Task | None = None
+
+    def add(self, consumer) -> None:
+        self.sockets.add(consumer)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, consumer) -> None:
+        self.sockets.discard(consumer)
+
+    async def _run(self) -> None:
+        try:
+            while self.sockets:
+                # Sockets that open during a round wait for the next one, so
+                # each is revalidated within two periods of opening.
+                batch = list(self.sockets)
+                step = REVALIDATE_SECONDS / len(batch)
+                for consumer in batch:
+                    await asyncio.sleep(step)
+                    if consumer in self.sockets:
+                        consumer.post_event({"type": "revalidate"})
+        finally:
+            self.task = None
+
+
+# One sweep per event loop, like the hub (see messaging.fanout.get_hub).
+_sweeps: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RevalidationSweep]" = weakref.WeakKeyDictionary()
+
+
+def get_revalidation_sweep() -> RevalidationSweep:
+    loop = asyncio.get_running_loop()
+    sweep = _sweeps.get(loop)
+    if sweep is None:
+        sweep = _sweeps[loop] = RevalidationSweep()
+    return sweep
 
 
 CLIENT_FRAMES = {

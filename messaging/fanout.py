@@ -10,16 +10,20 @@ per-socket JSON encoding and no database hop.
 Membership is local too: a socket is registered for a room when it joins
 and removed the moment it leaves, so a member who left gets nothing more
 even before the channel layer has processed the group_discard.
+
+Events for one user (logout, deactivation, membership changes) take the
+same path through the user's group, so a socket needs no channel of its
+own: no per-socket queue or reader task, and one group_add per user and
+process rather than per socket.
 """
 
 import asyncio
 import logging
 import weakref
-from collections import defaultdict
 
 from channels.layers import get_channel_layer
 
-from chatproject.realtime import room_group
+from chatproject.realtime import room_group, user_group
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +49,25 @@ RETRY_SECONDS = (0.1, 0.5, 1, 2, 5)
 
 
 class RoomHub:
+    """Routes a process's room and user events to its local sockets.
+
+    Rooms and users are handled alike: the process's channel joins the
+    group of a room (or user) while at least one local socket is in it.
+    Room events carry a ready text frame and go to every socket in the
+    room. User events (logout, membership changes) go to each of that
+    user's sockets through `consumer.post_event`, which never blocks the
+    reader.
+    """
+
     def __init__(self, layer):
         self.layer = layer
         self.channel_name: str | None = None
-        self.sockets: dict[int, set] = defaultdict(set)
-        # Resolved once the group_add for a room has returned. A socket that
+        self.sockets: dict[int, set] = {}
+        self.user_sockets: dict[int, set] = {}
+        # Resolved once the group_add for a group has returned. A socket that
         # joins while it is in flight waits for it before reading last_seq,
         # or a message committed in between would reach neither.
-        self._subscribed: dict[int, asyncio.Future] = {}
+        self._subscribed: dict[str, asyncio.Future] = {}
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
 
@@ -69,56 +84,78 @@ class RoomHub:
                 self.channel_name = channel_name
 
     async def subscribe(self, consumer, room_id: int) -> None:
+        await self._join(self.sockets, room_id, room_group(room_id), consumer)
+
+    async def unsubscribe(self, consumer, room_id: int) -> None:
+        await self._leave(self.sockets, room_id, room_group(room_id), consumer)
+
+    async def subscribe_user(self, consumer, user_id: int) -> None:
+        await self._join(self.user_sockets, user_id, user_group(user_id), consumer)
+
+    async def unsubscribe_user(self, consumer, user_id: int) -> None:
+        await self._leave(self.user_sockets, user_id, user_group(user_id), consumer)
+
+    def is_subscribed(self, consumer, room_id: int) -> bool:
+        return consumer in self.sockets.get(room_id, ())
+
+    async def _join(self, table: dict, key: int, group: str, consumer) -> None:
         await self._ensure_started()
-        self.sockets[room_id].add(consumer)
-        subscribed = self._subscribed.get(room_id)
+        table.setdefault(key, set()).add(consumer)
+        subscribed = self._subscribed.get(group)
         if subscribed is None:
-            subscribed = self._subscribed[room_id] = asyncio.get_running_loop().create_future()
+            subscribed = self._subscribed[group] = asyncio.get_running_loop().create_future()
             try:
-                await self.layer.group_add(room_group(room_id), self.channel_name)
+                await self.layer.group_add(group, self.channel_name)
             except Exception as error:
-                del self._subscribed[room_id]
+                del self._subscribed[group]
                 subscribed.set_exception(error)
                 subscribed.exception()  # retrieved, so asyncio does not log it as unhandled
-                self._discard(consumer, room_id)
+                self._discard(table, key, group, consumer)
                 raise
             subscribed.set_result(None)
+        if subscribed.done() and subscribed.exception() is None:
+            return
         try:
             await asyncio.shield(subscribed)
         except Exception:
-            self._discard(consumer, room_id)
+            self._discard(table, key, group, consumer)
             raise
 
-    async def unsubscribe(self, consumer, room_id: int) -> None:
-        if self._discard(consumer, room_id) and self.channel_name is not None:
-            await self.layer.group_discard(room_group(room_id), self.channel_name)
+    async def _leave(self, table: dict, key: int, group: str, consumer) -> None:
+        if self._discard(table, key, group, consumer) and self.channel_name is not None:
+            await self.layer.group_discard(group, self.channel_name)
 
-    def _discard(self, consumer, room_id: int) -> bool:
-        """Remove a socket from a room locally; return True if it was the last one."""
-        members = self.sockets.get(room_id)
+    def _discard(self, table: dict, key: int, group: str, consumer) -> bool:
+        """Remove a socket from a group locally; return True if it was the last one."""
+        members = table.get(key)
         if members is None:
             return False
         members.discard(consumer)
         if members:
             return False
-        del self.sockets[room_id]
-        self._subscribed.pop(room_id, None)
+        del table[key]
+        self._subscribed.pop(group, None)
         return True
-
-    def is_subscribed(self, consumer, room_id: int) -> bool:
-        return consumer in self.sockets.get(room_id, ())
 
     async def deliver(self, event: dict) -> int:
         """Send a chat.frame event's text to every local socket of its room; return the count."""
         delivered = 0
+        text = event["text"]
         for consumer in list(self.sockets.get(event["room"], ())):
             try:
-                await consumer.deliver_room_text(event["text"])
+                await consumer.deliver_room_text(text)
                 delivered += 1
             except Exception:
                 # One broken socket must not stop delivery to the others.
                 logger.warning("Delivery to a socket of room %s failed", event["room"], exc_info=True)
         return delivered
+
+    def deliver_user_event(self, event: dict) -> int:
+        """Hand a user event to each local socket of its user; return the count."""
+        consumers = list(self.user_sockets.get(event["user"], ()))
+        for consumer in consumers:
+            consumer.post_event(event)
+        return len(consumers)
 
     async def _read_forever(self, channel_name: str) -> None:
         failures = 0
@@ -138,17 +175,21 @@ class RoomHub:
             failures = 0
             if event.get("type") == "chat.frame":
                 await self.deliver(event)
+            elif isinstance(event.get("user"), int):
+                self.deliver_user_event(event)
             else:
                 logger.warning("Dropped an event of type %r on the room hub channel", event.get("type"))
 
     async def _refresh_forever(self, channel_name: str) -> None:
         while True:
             await asyncio.sleep(GROUP_REFRESH_SECONDS)
-            for room_id in list(self.sockets):
+            groups = [room_group(room_id) for room_id in list(self.sockets)]
+            groups += [user_group(user_id) for user_id in list(self.user_sockets)]
+            for group in groups:
                 try:
-                    await self.layer.group_add(room_group(room_id), channel_name)
+                    await self.layer.group_add(group, channel_name)
                 except Exception:
-                    logger.warning("Refreshing the hub's group for room %s failed", room_id, exc_info=True)
+                    logger.warning("Refreshing the hub's group %s failed", group, exc_info=True)
 
 
 # One hub per event loop: a server process has one loop, while test runs

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from chatproject.errors import Conflict, Forbidden, InvalidInput, NotMember, RoomNotFound
-from chatproject.realtime import publish_on_commit, user_group
+from chatproject.realtime import publish_to_user
 from rooms.models import Membership, Room
 
 logger = logging.getLogger(__name__)
@@ -25,11 +25,11 @@ CREATABLE_KINDS = (Room.Kind.PUBLIC, Room.Kind.PRIVATE)
 
 
 def notify_joined(user_id: int, room_id: int) -> None:
-    publish_on_commit(user_group(user_id), {"type": "membership.joined", "room": room_id}, using="default")
+    publish_to_user(user_id, {"type": "membership.joined", "room": room_id}, using="default")
 
 
 def notify_left(user_id: int, room_id: int) -> None:
-    publish_on_commit(user_group(user_id), {"type": "membership.left", "room": room_id}, using="default")
+    publish_to_user(user_id, {"type": "membership.left", "room": room_id}, using="default")
 
 
 # Format characters that real text needs: the zero-width joiner and

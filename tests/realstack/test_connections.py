@@ -161,9 +161,9 @@ def test_connections_bounded(make_user, servers):
     assert acked >= len(results) // 2
     assert statuses == [200] * 20
     # At most one connection per database for each thread of the sockets'
-    # database pool, plus Channels' own thread (the session and user at the
+    # database pool (which also reads the session and user at the
     # handshake), and none left over from the page requests.
     aliases = 1 + len(settings.MESSAGE_SHARDS)
-    bound = (settings.CHAT_DB_THREADS + 1) * aliases
+    bound = settings.CHAT_DB_THREADS * aliases
     assert 1 <= websocket_peak <= bound, sampler.samples
     assert after_pages <= bound
