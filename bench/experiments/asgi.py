@@ -5,6 +5,9 @@ BENCH_GC=freeze         gc.collect() then gc.freeze() once the application is
 BENCH_GC=freeze-tuned   the same, plus gc.set_threshold(50_000, 20, 100).
 BENCH_GC_STATS=PATH     write collection counts and seconds per generation
                         to PATH as JSON when the process exits.
+BENCH_TRACEMALLOC=DIR   trace allocations (8 frames deep) and write a
+                        snapshot to DIR/snapshot-N.pickle on each SIGUSR1;
+                        compare two with bench/memory_diff.py.
 
 NOTE: the statistics are written by an atexit hook, so a server that the
 harness has to kill after its stop timeout leaves no file. In the runs
@@ -15,7 +18,9 @@ import atexit
 import gc
 import json
 import os
+import signal
 import time
+import tracemalloc
 
 from chatproject.asgi import application  # noqa: F401  (served by this module)
 
@@ -46,3 +51,15 @@ if _stats_path:
 
     gc.callbacks.append(_time_collection)
     atexit.register(_write_stats)
+
+_snapshot_dir = os.environ.get("BENCH_TRACEMALLOC")
+if _snapshot_dir:
+    tracemalloc.start(8)
+    _taken = [0]
+
+    def _write_snapshot(signum, frame):
+        gc.collect()
+        _taken[0] += 1
+        tracemalloc.take_snapshot().dump(os.path.join(_snapshot_dir, f"snapshot-{_taken[0]}.pickle"))
+
+    signal.signal(signal.SIGUSR1, _write_snapshot)

@@ -10,15 +10,15 @@ the ping fails and Django reconnects. This backend adds two things:
 - The first connection to each alias checks that the database's character
   set is utf8mb4, so a database created with another one fails loudly
   instead of mangling emoji.
-- Connections opened by HTTP request threads are closed when the request
-  ends (see close_request_connections).
+
+Connections opened by HTTP request threads are closed when the request
+ends, for every backend (chatproject.connections).
 """
 
 import logging
 import threading
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import request_finished
 from django.db import connections
 from django.db.backends.mysql import base as mysql_base
 
@@ -60,21 +60,3 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             )
         with _checked_lock:
             _checked_aliases.add(self.alias)
-
-
-def close_request_connections(sender, **kwargs):
-    """Close this thread's MySQL connections when an HTTP request ends.
-
-    Under ASGI, Django runs each request's synchronous code in a thread of
-    its own (asgiref's ThreadSensitiveContext), so a connection opened
-    there is never reused: keeping it for CONN_MAX_AGE only leaves it open
-    until the garbage collector finds it. WebSocket consumers run their
-    database calls in one long-lived thread and never send
-    request_finished, so their connections stay persistent.
-    """
-    for connection in connections.all(initialized_only=True):
-        if isinstance(connection, DatabaseWrapper) and not connection.in_atomic_block:
-            connection.close()
-
-
-request_finished.connect(close_request_connections, dispatch_uid="chatproject.mysql_backend.close_request")
