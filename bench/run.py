@@ -87,6 +87,9 @@ class Scenario:
 
 
 BASELINE = Target("baseline", "baseline")
+# The baseline's broadcast as a bare ASGI app: the ASGI server's own cost.
+DAPHNE_FLOOR = Target("daphne-floor", "daphne", app="bench.asgi_floor:application")
+UVICORN_FLOOR = Target("uvicorn-floor", "uvicorn", app="bench.asgi_floor:application")
 DAPHNE_MEMORY = Target("daphne-memory", "daphne")
 UVICORN_MEMORY = Target("uvicorn-memory", "uvicorn")
 DAPHNE_PUBSUB = Target("daphne-pubsub", "daphne", layer="pubsub")
@@ -133,7 +136,7 @@ def fanout(size: int, targets: list, latency: int, burst: int, slow_burst: int |
 
 
 def quick_scenarios() -> list[Scenario]:
-    scenario = fanout(1000, [BASELINE, DAPHNE_MEMORY], latency=15, burst=40)
+    scenario = fanout(1000, [BASELINE, DAPHNE_FLOOR, DAPHNE_MEMORY, UVICORN_MEMORY], latency=15, burst=100)
     scenario.name = "quick-fanout-1000"
     return [scenario]
 
@@ -145,24 +148,23 @@ def full_scenarios() -> list[Scenario]:
         fanout(100, sweep_targets, latency=30, burst=200),
         fanout(
             1000,
-            [BASELINE, DAPHNE_MEMORY, UVICORN_MEMORY, DAPHNE_PUBSUB, UVICORN_PUBSUB, DAPHNE_REDIS],
+            [BASELINE, DAPHNE_FLOOR, UVICORN_FLOOR, DAPHNE_MEMORY, UVICORN_MEMORY, DAPHNE_PUBSUB, UVICORN_PUBSUB,
+             DAPHNE_REDIS],
             latency=20,
             burst=100,
-            slow_burst=40,
         ),
-        # The in-memory layer needs seconds per message at this size, so its
-        # targets send fewer messages to stay within the phase time limits.
         fanout(
             5000,
             [
                 BASELINE,
-                with_args(DAPHNE_MEMORY, "--latency-messages", "3"),
+                DAPHNE_FLOOR,
+                DAPHNE_MEMORY,
+                UVICORN_MEMORY,
                 DAPHNE_PUBSUB,
                 UVICORN_PUBSUB,
             ],
             latency=10,
             burst=40,
-            slow_burst=6,
         ),
         Scenario(
             name="idle-10000",
@@ -174,7 +176,7 @@ def full_scenarios() -> list[Scenario]:
             # Only one retry pass, because a server that rejects handshakes
             # here is saturated and more passes only lengthen the run.
             loadgen_args=["--idle-seconds", "40", "--connect-concurrency", "100", "--connect-retries", "1"],
-            targets=[BASELINE, DAPHNE_MEMORY, DAPHNE_PUBSUB],
+            targets=[BASELINE, DAPHNE_FLOOR, DAPHNE_MEMORY, DAPHNE_PUBSUB, UVICORN_MEMORY],
         ),
         Scenario(
             name="mixed-3000",
@@ -386,6 +388,10 @@ class Harness:
                if key not in ("DATABASE_URL", "MESSAGE_SHARD_URLS", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
         env["CHAT_DATA_DIR"] = str(data_dir)
         env["PYTHONUNBUFFERED"] = "1"
+        # The embedded default turns DEBUG on, which records every query
+        # (and on SQLite runs one more to quote its parameters); nobody
+        # serves load that way.
+        env["DJANGO_DEBUG"] = "false"
         return env
 
     def _mysql_url(self, name: str) -> str:
@@ -485,6 +491,7 @@ class Harness:
             self.reset_mysql_state()
             users_path = mysql_users
         env = self._target_env(target, run_dir)
+        env["BENCH_USERS"] = str(users_path)
         gc_stats_path = None
         if "BENCH_GC_STATS" in env:
             gc_stats_path = run_dir / env["BENCH_GC_STATS"]

@@ -82,6 +82,8 @@ def db_hop(function):
 
 
 class TokenBucket:
+    __slots__ = ("capacity", "tokens", "per_second", "updated")
+
     def __init__(self, burst: int, per_second: float):
         self.capacity = burst
         self.tokens = float(burst)
@@ -188,6 +190,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user, room_ids = opened
         self.session_key = session_key
+        # Nothing reads the handshake's headers again; the server keeps its
+        # own copy, and this one would cost every open socket a kilobyte.
+        self.scope = {"type": "websocket", "path": self.scope.get("path")}
         self.rate = TokenBucket(RATE_BURST, RATE_PER_SECOND)
 
         # Subscribe before reading last_seq, so a message committed in
