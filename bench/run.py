@@ -474,7 +474,8 @@ class Harness:
             return [sys.executable, str(REPO / "bench" / "baseline_server.py"), "--port", str(port),
                     "--users", str(users_path), "--origin", f"http://127.0.0.1:{port}", *target.server_args]
         if target.server == "daphne":
-            return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), *target.server_args, target.app]
+            return [sys.executable, str(REPO / "bench" / "daphne_without_click.py"), "-b", "127.0.0.1", "-p", str(port),
+                    *target.server_args, target.app]
         if target.server == "uvicorn":
             return [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--lifespan", "off",
                     *target.server_args, target.app]

@@ -183,17 +183,23 @@ async def test_handshake_accepted_subscribes(alice, bob, general, sockets):
     socket, hello = await sockets.open(alice)
 
     assert hello["type"] == "hello"
-    assert len(layer_group_members(f"user.{alice.pk}")) == 1
-    # The process's hub joins the room group once, for all its sockets.
+    # The process's hub joins each room and user group once, for all its
+    # sockets; a socket has no channel of its own.
+    assert layer_group_members(f"user.{alice.pk}") == {hub.channel_name}
     assert layer_group_members(f"room.{general.pk}") == {hub.channel_name}
     assert len(hub.sockets[general.pk]) == 1
 
     second, _ = await sockets.open(bob)
+    third, _ = await sockets.open(alice)
     assert layer_group_members(f"room.{general.pk}") == {hub.channel_name}
-    assert len(hub.sockets[general.pk]) == 2
+    assert layer_group_members(f"user.{alice.pk}") == {hub.channel_name}
+    assert len(hub.sockets[general.pk]) == 3
+    assert len(hub.user_sockets[alice.pk]) == 2
 
     await socket.disconnect()
+    assert layer_group_members(f"user.{alice.pk}") == {hub.channel_name}
     await second.disconnect()
+    await third.disconnect()
     assert layer_group_members(f"user.{alice.pk}") == set()
     assert layer_group_members(f"room.{general.pk}") == set()
     assert general.pk not in hub.sockets

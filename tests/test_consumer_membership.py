@@ -117,6 +117,57 @@ async def test_direct_room_joined_both(alice, bob, sockets):
 # Leaving and removal
 
 
+async def test_join_between_handshake_reads(alice, carol, general, sockets, monkeypatch):
+    # The handshake reads the user's rooms, subscribes, then reads the rooms
+    # again for hello. A room joined in between (its event missed, as the
+    # user's group was not joined yet) arrives as room.joined after hello.
+    real_open_socket = consumers.open_socket
+
+    def open_socket_then_join(session_key):
+        opened = real_open_socket(session_key)
+        join_room(carol, general.pk)
+        return opened
+
+    monkeypatch.setattr(consumers, "open_socket", open_socket_then_join)
+    socket, hello = await sockets.open(carol)
+
+    assert hello["rooms"] == []
+    assert await receive_frame(socket) == {"type": "room.joined", "room": summary(general, "member")}
+    message = await send_as(alice, general.pk, "hello carol", "m1")
+    await expect_new(socket, message)
+    assert await socket.receive_nothing()
+
+
+async def test_leave_between_handshake_reads(alice, bob, general, sockets, monkeypatch):
+    # The mirror case: a room left between the two reads is not in hello,
+    # and its messages do not reach the socket.
+    real_open_socket = consumers.open_socket
+
+    def open_socket_then_leave(session_key):
+        opened = real_open_socket(session_key)
+        leave_room(bob, general.pk)
+        return opened
+
+    monkeypatch.setattr(consumers, "open_socket", open_socket_then_leave)
+    socket, hello = await sockets.open(bob)
+
+    assert hello["rooms"] == []
+    await send_as(alice, general.pk, "bob has gone", "m1")
+    assert await socket.receive_nothing()
+
+
+async def test_user_events_reach_only_their_user(alice, bob, carol, general, sockets):
+    # Events for one user share the process's hub channel with every other
+    # user's; each goes to its own user's sockets alone.
+    alice_socket, _ = await sockets.open(alice)
+    bob_socket, _ = await sockets.open(bob)
+
+    await db(leave_room)(bob, general.pk)
+
+    assert await receive_frame(bob_socket) == {"type": "room.left", "room": general.pk}
+    assert await alice_socket.receive_nothing()
+
+
 async def test_leave_stops_delivery(alice, bob, general, sockets):
     leaver, _ = await sockets.open(bob)
     sender, _ = await sockets.open(alice)
