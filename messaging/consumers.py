@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import weakref
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from channels.consumer import get_handler_name
@@ -211,9 +212,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._fail_open()
             return
 
-        # Rooms joined or left between the two reads: a joined room is
-        # announced after hello, once subscribed (membership_joined reads
-        # its last_seq only then); a left one is dropped.
+        # A room joined between the two reads is announced after hello, by
+        # membership_joined, which reads its last_seq only once subscribed.
+        # A room left in between is dropped.
         current = {room["id"] for room in rooms}
         joined_meanwhile = current - self.room_ids
         for room_id in self.room_ids - current:
@@ -432,17 +433,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
 class RevalidationSweep:
     """Posts a "revalidate" event to each open socket of a process, in turn.
 
-    One task per process walks the sockets, spread evenly over
-    REVALIDATE_SECONDS, instead of a sleeping task per socket, which cost
-    memory for every idle socket and bunched its queries at random.
+    One task per process walks a ring of its sockets, one socket every
+    REVALIDATE_SECONDS / (open sockets), so each is revalidated about once
+    a period, the first time about a period after it opened. A sleeping task
+    per socket did the same at the cost of memory for every idle socket.
     """
 
     def __init__(self):
         self.sockets: set = set()
+        # Weak references, so a closed socket waiting for its turn in the
+        # ring does not keep its consumer alive.
+        self.ring: deque = deque()
         self.task: asyncio.Task | None = None
 
     def add(self, consumer) -> None:
         self.sockets.add(consumer)
+        self.ring.append(weakref.ref(consumer))
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -452,14 +458,14 @@ class RevalidationSweep:
     async def _run(self) -> None:
         try:
             while self.sockets:
-                # Sockets that open during a round wait for the next one, so
-                # each is revalidated within two periods of opening.
-                batch = list(self.sockets)
-                step = REVALIDATE_SECONDS / len(batch)
-                for consumer in batch:
-                    await asyncio.sleep(step)
-                    if consumer in self.sockets:
+                await asyncio.sleep(REVALIDATE_SECONDS / max(len(self.sockets), 1))
+                while self.ring:
+                    reference = self.ring.popleft()
+                    consumer = reference()
+                    if consumer is not None and consumer in self.sockets:
+                        self.ring.append(reference)
                         consumer.post_event({"type": "revalidate"})
+                        break
         finally:
             self.task = None
 
