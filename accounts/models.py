@@ -19,10 +19,13 @@ class User(AbstractUser):
         name_changed = bool(may_rename) and self.pk is not None and self._state.db is not None and self._display_name_changed()
         super().save(*args, **kwargs)
         if name_changed:
+            from chatproject.realtime import publish_to_user
             from messaging.queries import bump_authors_version
 
-            # Cached history pages embed author names.
+            # Cached history pages embed author names, and so do the
+            # messages that this user's open sockets send.
             bump_authors_version()
+            publish_to_user(self.pk, {"type": "user.renamed"}, using="default")
         if password_changed:
             from chatproject.realtime import publish_to_user
 

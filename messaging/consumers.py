@@ -27,7 +27,7 @@ from messaging.actions import send_message
 from messaging.fanout import get_hub
 from messaging.payloads import frame_text
 from messaging.queries import DEFAULT_SYNC_BATCH, messages_after, room_summaries
-from messaging.socket_auth import open_socket, session_key_from_scope
+from messaging.socket_auth import open_socket, reload_socket_user, session_key_from_scope
 from messaging.socket_checks import SocketState, socket_still_valid
 from rooms.access import is_member
 
@@ -61,6 +61,7 @@ USER_EVENTS = frozenset(
         "session.ended",
         "user.deactivated",
         "user.credentials_changed",
+        "user.renamed",
         "revalidate",
     }
 )
@@ -408,6 +409,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # save that sent this event, so give the view a moment to finish
         # (without holding up the socket's frames meanwhile).
         asyncio.get_running_loop().call_later(CREDENTIALS_SETTLE_SECONDS, self.post_event, {"type": "revalidate"})
+
+    async def user_renamed(self, event):
+        # Messages this socket sends carry the author's name.
+        user = await db_hop(reload_socket_user)(self.user.pk)
+        if user is None:
+            await self.close(code=CLOSE_DEACTIVATED)
+            return
+        self.user = user
 
     # Periodic repair
 

@@ -1,5 +1,7 @@
 """Open sockets follow membership, logout and account changes, and repair missed events."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -302,6 +304,24 @@ async def test_other_save_keeps_socket(alice, bob, general, sockets):
 
     message = await send_as(alice, general.pk, "hi Robert", "m1")
     await expect_new(socket, message)
+
+
+async def test_rename_reaches_messages_sent_from_open_socket(alice, bob, general, sockets):
+    # An open socket keeps a copy of its user's name for the messages it
+    # sends; a rename refreshes it.
+    alice_socket, _ = await sockets.open(alice)
+    bob_socket, _ = await sockets.open(bob)
+
+    bob.display_name = "Robert"
+    await db(bob.save)()
+    await asyncio.sleep(0.3)  # the user.renamed event reaches the socket
+
+    await bob_socket.send_json_to({"type": "message.send", "room": general.pk, "body": "call me Robert", "client_id": "r1"})
+    ack = await receive_frame(bob_socket)
+    assert ack["type"] == "message.ack"
+    assert ack["message"]["author"]["display_name"] == "Robert"
+    new = await receive_frame(alice_socket)
+    assert new["message"]["author"] == {"id": bob.pk, "username": bob.username, "display_name": "Robert"}
 
 
 # Periodic revalidation repairs dropped events
