@@ -1,8 +1,7 @@
 """The project's ASGI application with benchmark switches read from the environment.
 
-BENCH_GC=freeze         gc.collect() then gc.freeze() once the application is
-                        imported, so the start-up heap is never scanned again.
-BENCH_GC=freeze-tuned   the same, plus gc.set_threshold(50_000, 20, 100).
+BENCH_GC=default        undo the collector tuning of chatproject/asgi.py:
+                        gc.unfreeze() and Python's default thresholds.
 BENCH_GC_STATS=PATH     write collection counts and seconds per generation
                         to PATH as JSON when the process exits.
 BENCH_TRACEMALLOC=DIR   trace allocations (8 frames deep) and write a
@@ -10,8 +9,8 @@ BENCH_TRACEMALLOC=DIR   trace allocations (8 frames deep) and write a
                         compare two with bench/memory_diff.py.
 
 NOTE: the statistics are written by an atexit hook, so a server that the
-harness has to kill after its stop timeout leaves no file. In the runs
-recorded in docs/benchmarks.md, uvicorn with 5,000 sockets wrote none.
+harness has to kill after its stop timeout leaves no file. In earlier
+runs, uvicorn with 5,000 sockets wrote none.
 """
 
 import atexit
@@ -25,13 +24,11 @@ import tracemalloc
 from chatproject.asgi import application  # noqa: F401  (served by this module)
 
 GC_MODE = os.environ.get("BENCH_GC", "")
-if GC_MODE not in ("", "freeze", "freeze-tuned"):
-    raise RuntimeError(f"BENCH_GC={GC_MODE!r} is invalid; use freeze or freeze-tuned.")
-if GC_MODE:
-    gc.collect()
-    gc.freeze()
-if GC_MODE == "freeze-tuned":
-    gc.set_threshold(50_000, 20, 100)
+if GC_MODE not in ("", "default"):
+    raise RuntimeError(f"BENCH_GC={GC_MODE!r} is invalid; use default.")
+if GC_MODE == "default":
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
 
 _stats_path = os.environ.get("BENCH_GC_STATS")
 if _stats_path:
