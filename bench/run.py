@@ -365,8 +365,8 @@ class Harness:
         env["CHAT_DATA_DIR"] = str(data_dir)
         env["PYTHONUNBUFFERED"] = "1"
         # The embedded default turns DEBUG on, which records every query
-        # (and on SQLite runs one more to quote its parameters); nobody
-        # serves load that way.
+        # and, on SQLite, runs one more to quote its parameters. Production
+        # runs with DEBUG off, so the benchmark does too.
         env["DJANGO_DEBUG"] = "false"
         return env
 
