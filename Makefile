@@ -68,9 +68,9 @@ clean:
 	rm -rf $(VENV) var
 
 # Benchmarks (bench/run.py; results and method in docs/benchmarks.md).
-# `make bench` takes about two minutes and needs nothing beyond the venv; it
+# `make bench` takes about a minute and needs nothing beyond the venv; it
 # prints one JSON line last. `make bench-full` runs every scenario in about
-# 45 minutes and also needs MariaDB/MySQL and redis-server for the Redis
+# 25 minutes and also needs MariaDB/MySQL and redis-server for the Redis
 # targets; it writes JSON and fanout.png under bench/results/.
 # Pass harness options with BENCH_ARGS, for example BENCH_ARGS="--only fanout-1000".
 BENCH_ARGS ?=

@@ -411,12 +411,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         asyncio.get_running_loop().call_later(CREDENTIALS_SETTLE_SECONDS, self.post_event, {"type": "revalidate"})
 
     async def user_renamed(self, event):
-        # Messages this socket sends carry the author's name.
+        # Messages this socket sends carry the author's name, and the
+        # client shows the user it got in hello.
         user = await db_hop(reload_socket_user)(self.user.pk)
         if user is None:
             await self.close(code=CLOSE_DEACTIVATED)
             return
         self.user = user
+        await self.send_frame({"type": "user.updated", "user": user.public_dict()})
 
     # Periodic repair
 

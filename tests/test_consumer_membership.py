@@ -302,6 +302,7 @@ async def test_other_save_keeps_socket(alice, bob, general, sockets):
     bob.display_name = "Robert"
     await db(bob.save)()
 
+    assert (await receive_frame(socket))["type"] == "user.updated"
     message = await send_as(alice, general.pk, "hi Robert", "m1")
     await expect_new(socket, message)
 
@@ -314,7 +315,10 @@ async def test_rename_reaches_messages_sent_from_open_socket(alice, bob, general
 
     bob.display_name = "Robert"
     await db(bob.save)()
-    await asyncio.sleep(0.3)  # the user.renamed event reaches the socket
+    assert await receive_frame(bob_socket) == {
+        "type": "user.updated",
+        "user": {"id": bob.pk, "username": bob.username, "display_name": "Robert"},
+    }
 
     await bob_socket.send_json_to({"type": "message.send", "room": general.pk, "body": "call me Robert", "client_id": "r1"})
     ack = await receive_frame(bob_socket)
