@@ -1,6 +1,6 @@
 """Run the WebSocket benchmark scenarios against the chat server and the baseline.
 
-    python bench/run.py quick            # `make bench`: about two minutes
+    python bench/run.py quick            # `make bench`: about a minute
     python bench/run.py full             # `make bench-full`: every scenario, plot
     python bench/run.py full --only fanout-1000,idle-10000
 
@@ -158,6 +158,7 @@ def full_scenarios() -> list[Scenario]:
             [
                 BASELINE,
                 DAPHNE_FLOOR,
+                UVICORN_FLOOR,
                 DAPHNE_MEMORY,
                 UVICORN_MEMORY,
                 DAPHNE_PUBSUB,
@@ -176,7 +177,7 @@ def full_scenarios() -> list[Scenario]:
             # Only one retry pass, because a server that rejects handshakes
             # here is saturated and more passes only lengthen the run.
             loadgen_args=["--idle-seconds", "40", "--connect-concurrency", "100", "--connect-retries", "1"],
-            targets=[BASELINE, DAPHNE_FLOOR, DAPHNE_MEMORY, DAPHNE_PUBSUB, UVICORN_MEMORY],
+            targets=[BASELINE, DAPHNE_FLOOR, UVICORN_FLOOR, DAPHNE_MEMORY, DAPHNE_PUBSUB, UVICORN_MEMORY],
         ),
         Scenario(
             name="mixed-3000",
@@ -184,7 +185,7 @@ def full_scenarios() -> list[Scenario]:
             room_sizes="mixed",
             phases="mixed",
             loadgen_args=["--mixed-rate", "10", "--mixed-seconds", "20", "--message-timeout", "60"],
-            targets=[BASELINE, DAPHNE_MEMORY, DAPHNE_PUBSUB, DAPHNE_REDIS],
+            targets=[BASELINE, DAPHNE_MEMORY, DAPHNE_PUBSUB, UVICORN_PUBSUB, DAPHNE_REDIS],
         ),
         Scenario(
             name="scale-3000",
@@ -212,6 +213,7 @@ def full_scenarios() -> list[Scenario]:
                        loadgen_args=["--compression", "deflate"]),
                 UVICORN_PUBSUB,
                 Target("uvicorn-pubsub-deflate", "uvicorn", layer="pubsub", loadgen_args=["--compression", "deflate"]),
+                DAPHNE_PUBSUB,
                 Target("daphne-pubsub-deflate-offer", "daphne", layer="pubsub",
                        loadgen_args=["--compression", "deflate"]),
             ],

@@ -70,6 +70,12 @@ ROOM_ID = (lambda value: _is_int(value) and 0 < value <= MAX_INTEGER, "an intege
 NON_NEGATIVE = (lambda value: _is_int(value) and 0 <= value <= MAX_INTEGER, "an integer from 0 to 2^63 - 1")
 POSITIVE = (lambda value: _is_int(value) and 0 < value <= MAX_INTEGER, "an integer from 1 to 2^63 - 1")
 STRING = (lambda value: isinstance(value, str), "a string")
+# A ping's nonce is echoed back as is, so it is kept short.
+MAX_NONCE_LENGTH = 64
+NONCE = (
+    lambda value: isinstance(value, str) and len(value) <= MAX_NONCE_LENGTH,
+    f"a string of at most {MAX_NONCE_LENGTH} characters",
+)
 
 
 def check_send(frame: dict) -> None:
@@ -81,4 +87,4 @@ def check_sync(frame: dict) -> None:
 
 
 def check_ping(frame: dict) -> None:
-    require_fields(frame, {}, {"nonce": STRING})
+    require_fields(frame, {}, {"nonce": NONCE})

@@ -729,18 +729,24 @@ async def test_ping_pong(alice, general, sockets):
     assert await receive_frame(socket) == {"type": "pong", "nonce": ""}
     await socket.send_json_to({"type": "ping", "nonce": "ünï 👋"})
     assert await receive_frame(socket) == {"type": "pong", "nonce": "ünï 👋"}
+    await socket.send_json_to({"type": "ping", "nonce": "n" * 64})
+    assert await receive_frame(socket) == {"type": "pong", "nonce": "n" * 64}
     assert await socket.receive_nothing()
+
+
+NONCE_ERROR = "The field “nonce” must be a string of at most 64 characters."
 
 
 @pytest.mark.parametrize(
     ("frame", "expected"),
     [
-        ({"type": "ping", "nonce": 5}, invalid("The field “nonce” must be a string.")),
-        ({"type": "ping", "nonce": None}, invalid("The field “nonce” must be a string.")),
+        ({"type": "ping", "nonce": 5}, invalid(NONCE_ERROR)),
+        ({"type": "ping", "nonce": None}, invalid(NONCE_ERROR)),
+        ({"type": "ping", "nonce": "n" * 65}, invalid(NONCE_ERROR)),
         ({"type": "ping", "room": 1}, invalid("Unknown field “room”.")),
         ({"type": "ping", "client_id": "p1"}, invalid("Unknown field “client_id”.", client_id="p1")),
     ],
-    ids=["number-nonce", "null-nonce", "room-field", "client-id-field"],
+    ids=["number-nonce", "null-nonce", "long-nonce", "room-field", "client-id-field"],
 )
 async def test_ping_bad_frame(alice, general, sockets, frame, expected):
     socket, _ = await sockets.open(alice)
