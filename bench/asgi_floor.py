@@ -1,6 +1,6 @@
 """The baseline's broadcast as a bare ASGI application: what the ASGI server alone costs.
 
-Served by daphne or uvicorn, it answers bench/loadgen.py like
+Served by daphne or uvicorn, it replies to bench/loadgen.py as
 bench/baseline_server.py does (hello, message.ack, message.new with per-room
 seq numbers in memory, authentication by the session cookie in the users
 file), with no Django, no Channels, no database and no channel layer. Its

@@ -14,6 +14,8 @@ import weakref
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
+from chatproject.loops import for_running_loop
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,11 +44,7 @@ _publishers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Publisher]" 
 
 
 def _enqueue(group: str, event: dict) -> None:
-    loop = asyncio.get_running_loop()
-    publisher = _publishers.get(loop)
-    if publisher is None:
-        publisher = _publishers[loop] = _Publisher()
-    publisher.queue.put_nowait((group, event))
+    for_running_loop(_publishers, _Publisher).queue.put_nowait((group, event))
 
 
 async def _group_send(group: str, event: dict) -> None:

@@ -2,8 +2,9 @@
 
 The consumer stays thin: it validates a frame, makes one hop into a
 synchronous action or query, and replies. Client frames are dispatched
-through CLIENT_FRAMES only; a client's "type" never reaches Channels'
-method-name dispatch, which serves channel-layer events alone.
+through CLIENT_FRAMES only. A client's "type" never reaches the
+method-name dispatch, which serves only the server's ASGI events and the
+user events that the process's hub and revalidation sweep post.
 """
 
 import asyncio
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from chatproject.errors import ChatError, InternalError, NotMember, RateLimited
+from chatproject.loops import for_running_loop
 from messaging import frames
 from messaging.actions import send_message
 from messaging.fanout import get_hub
@@ -108,7 +110,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # handshake failed before it got there.
     user = None
     session_key = None
-    revalidating = False
 
     async def __call__(self, scope, receive, send):
         # Replaces AsyncConsumer.__call__, which gives every socket a channel
@@ -148,7 +149,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await getattr(self, get_handler_name(message))(message)
 
     def post_event(self, event: dict) -> None:
-        """Queue a user event for this socket; called by the hub, never blocks."""
+        """Queue a user event for this socket and start handling the queue if idle.
+
+        The hub calls this for every socket of a user, so it only appends
+        and creates a task, without awaiting anything.
+        """
         self.pending_events.append(event)
         if self.event_task is None:
             self.event_task = asyncio.get_running_loop().create_task(self._handle_events())
@@ -481,16 +486,11 @@ class RevalidationSweep:
             self.task = None
 
 
-# One sweep per event loop, like the hub (see messaging.fanout.get_hub).
 _sweeps: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RevalidationSweep]" = weakref.WeakKeyDictionary()
 
 
 def get_revalidation_sweep() -> RevalidationSweep:
-    loop = asyncio.get_running_loop()
-    sweep = _sweeps.get(loop)
-    if sweep is None:
-        sweep = _sweeps[loop] = RevalidationSweep()
-    return sweep
+    return for_running_loop(_sweeps, RevalidationSweep)
 
 
 CLIENT_FRAMES = {

@@ -24,6 +24,7 @@ from collections import deque
 
 from channels.layers import get_channel_layer
 
+from chatproject.loops import for_running_loop
 from chatproject.realtime import room_group, user_group
 
 logger = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ def channel_prefix(layer) -> str:
 # Channels' layers let group memberships expire (a day by default in
 # channels_redis core); the hub adds its groups again well before that.
 GROUP_REFRESH_SECONDS = 3600
-# Room frames that arrive within this window go out together. Daphne
-# (Twisted) then writes each socket once for all of them, instead of
-# registering the socket for writing, writing and unregistering it again
-# for every frame; under a burst that was most of daphne's cost.
+# Room frames that arrive within this window go out together, so daphne
+# (Twisted) writes each socket once for all of them. Otherwise it registers
+# the socket for writing, writes and unregisters it again for every frame,
+# which under a burst was most of daphne's CPU.
 DELIVERY_BATCH_SECONDS = 0.005
 RETRY_SECONDS = (0.1, 0.5, 1, 2, 5)
 
@@ -61,8 +62,8 @@ class RoomHub:
     group of a room (or user) while at least one local socket is in it.
     Room events carry a ready text frame and go to every socket in the
     room. User events (logout, membership changes) go to each of that
-    user's sockets through `consumer.post_event`, which never blocks the
-    reader.
+    user's sockets through `consumer.post_event`, which only queues the
+    event, so the reader goes on at once.
     """
 
     def __init__(self, layer):
@@ -212,14 +213,9 @@ class RoomHub:
                     logger.warning("Refreshing the hub's group %s failed", group, exc_info=True)
 
 
-# One hub per event loop: a server process has one loop, while test runs
-# create a loop per test, and a hub's tasks belong to the loop that made them.
+# One hub per event loop (chatproject.loops).
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub]" = weakref.WeakKeyDictionary()
 
 
 def get_hub() -> RoomHub:
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = RoomHub(get_channel_layer())
-    return hub
+    return for_running_loop(_hubs, lambda: RoomHub(get_channel_layer()))

@@ -4,9 +4,9 @@ Channels' AuthMiddlewareStack would read the session and the user in a hop
 of its own, on one thread shared by the whole process, and wrap every frame
 the socket sends to save a session that a socket never changes. The chat
 consumer instead reads the session cookie itself and resolves it with
-Django's own get_user, so the checks are the same as for a page request:
-expiry, the account being active, and the session hash that a password
-change invalidates.
+Django's own get_user. The checks are therefore the same as for a page
+request: expiry, the account being active, and the session hash that a
+password change invalidates.
 """
 
 from dataclasses import dataclass
@@ -54,7 +54,7 @@ def user_for_session(session_key: str | None):
 class SocketUser:
     """What an open socket keeps of its user: a tenth of a model instance's memory.
 
-    It answers what the actions ask of an author (pk, public_dict). The
+    It provides what the actions read from an author (pk, public_dict). The
     socket takes a new one when the user's name changes (the
     user.renamed event) and re-checks the account on revalidation.
     """

@@ -119,18 +119,23 @@ async def test_direct_room_joined_both(alice, bob, sockets):
 # Leaving and removal
 
 
+def after_first_handshake_read(monkeypatch, action) -> None:
+    """Run `action` right after the handshake's first read, before the socket subscribes."""
+    real_open_socket = consumers.open_socket
+
+    def open_socket_then_act(session_key):
+        opened = real_open_socket(session_key)
+        action()
+        return opened
+
+    monkeypatch.setattr(consumers, "open_socket", open_socket_then_act)
+
+
 async def test_join_between_handshake_reads(alice, carol, general, sockets, monkeypatch):
     # The handshake reads the user's rooms, subscribes, then reads the rooms
     # again for hello. A room joined in between (its event missed, as the
     # user's group was not joined yet) arrives as room.joined after hello.
-    real_open_socket = consumers.open_socket
-
-    def open_socket_then_join(session_key):
-        opened = real_open_socket(session_key)
-        join_room(carol, general.pk)
-        return opened
-
-    monkeypatch.setattr(consumers, "open_socket", open_socket_then_join)
+    after_first_handshake_read(monkeypatch, lambda: join_room(carol, general.pk))
     socket, hello = await sockets.open(carol)
 
     assert hello["rooms"] == []
@@ -143,14 +148,7 @@ async def test_join_between_handshake_reads(alice, carol, general, sockets, monk
 async def test_leave_between_handshake_reads(alice, bob, general, sockets, monkeypatch):
     # The mirror case: a room left between the two reads is not in hello,
     # and its messages do not reach the socket.
-    real_open_socket = consumers.open_socket
-
-    def open_socket_then_leave(session_key):
-        opened = real_open_socket(session_key)
-        leave_room(bob, general.pk)
-        return opened
-
-    monkeypatch.setattr(consumers, "open_socket", open_socket_then_leave)
+    after_first_handshake_read(monkeypatch, lambda: leave_room(bob, general.pk))
     socket, hello = await sockets.open(bob)
 
     assert hello["rooms"] == []

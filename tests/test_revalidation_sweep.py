@@ -52,20 +52,20 @@ async def test_every_socket_once_a_period(short_period):
 
 async def test_closed_socket_is_skipped_and_released(short_period):
     sweep = RevalidationSweep()
-    kept, closed = FakeSocket(), FakeSocket()
+    open_socket, closed = FakeSocket(), FakeSocket()
     sweep.add(closed)
-    sweep.add(kept)
+    sweep.add(open_socket)
     sweep.discard(closed)
     closed_posted = closed.posted
     del closed
     gc.collect()
 
-    await wait_for_visits(kept.visits, 2)
+    await wait_for_visits(open_socket.visits, 2)
     assert closed_posted == []
-    assert len(kept.posted) >= 2
+    assert len(open_socket.posted) >= 2
     # The dead entry has left the ring; only the open socket remains.
-    assert [reference() for reference in sweep.ring] == [kept]
+    assert [reference() for reference in sweep.ring] == [open_socket]
 
-    sweep.discard(kept)
+    sweep.discard(open_socket)
     await asyncio.sleep(0.5)
     assert sweep.task is None

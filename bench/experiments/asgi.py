@@ -52,11 +52,11 @@ if _stats_path:
 _snapshot_dir = os.environ.get("BENCH_TRACEMALLOC")
 if _snapshot_dir:
     tracemalloc.start(8)
-    _taken = [0]
+    _snapshot_count = [0]
 
     def _write_snapshot(signum, frame):
         gc.collect()
-        _taken[0] += 1
-        tracemalloc.take_snapshot().dump(os.path.join(_snapshot_dir, f"snapshot-{_taken[0]}.pickle"))
+        _snapshot_count[0] += 1
+        tracemalloc.take_snapshot().dump(os.path.join(_snapshot_dir, f"snapshot-{_snapshot_count[0]}.pickle"))
 
     signal.signal(signal.SIGUSR1, _write_snapshot)
